@@ -1,0 +1,39 @@
+# Set-up and everyday commands. `make demo` and `make test` each install what they need first,
+# so on a fresh machine either one is the whole set-up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast tensorboard clean-demo
+
+install: $(STAMP)
+
+# Re-installs only when the dependency list changes.
+$(STAMP): setup.cfg pyproject.toml
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else echo "espeak-ng is missing: install it (Debian/Ubuntu: sudo apt-get install espeak-ng), then re-run make" >&2; exit 1; fi; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The whole job on the embedded default: tiny base model, demo corpora (more steps join as they land).
+demo: install
+	$(PY) -m vago_lightning tiny-base --out models/tiny-xtts
+	$(PY) -m vago_lightning demo-data --out corpora/demo
+
+test: install
+	$(PY) -m pytest
+
+# Everything but the cases marked slow.
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir lightning_logs
+
+clean-demo:
+	rm -rf models/tiny-xtts corpora/demo data_shards checkpoints lightning_logs exported samples reports

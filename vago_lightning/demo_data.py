@@ -1,0 +1,109 @@
+"""Two small Hungarian demo corpora, synthesized offline with espeak-ng.
+
+Each corpus is in coqui's fine-tuning format: `metadata.csv` (header `audio_file|text|speaker_name`,
+paths relative to the corpus) and `wavs/`. The quiz corpus is one voice at a brisk quiz-show pace;
+the interview is the same voice slower and lower, as a conversation. Output is deterministic for a
+given seed (espeak-ng itself is deterministic).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from .demo_text import interview_sentences, quiz_sentences
+
+SPEAKER = "demo_host"
+# The longest demo clip stays under the seed's 10 s "long" ceiling and XTTS's 11.6 s limit.
+MAX_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str = "hu"
+    speed: int = 160  # words per minute
+    pitch: int = 50  # 0-99
+
+
+QUIZ_VOICE = Voice(speed=165, pitch=58)
+INTERVIEW_VOICE = Voice(speed=140, pitch=44)
+
+
+def espeak_path() -> str:
+    path = shutil.which("espeak-ng")
+    if path is None:
+        raise RuntimeError("espeak-ng not found: run `make install` (it installs the Debian package espeak-ng)")
+    return path
+
+
+def synthesize(text: str, voice: Voice, out: Path) -> float:
+    """Speak `text` into a 22,050 Hz mono wav at `out`; return its duration in seconds."""
+    subprocess.run(
+        [espeak_path(), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "-w", str(out), text],
+        check=True, capture_output=True,
+    )
+    info = sf.info(str(out))
+    return info.frames / info.samplerate
+
+
+def _synthesize_fitting(text: str, voice: Voice, out: Path) -> tuple[str, float]:
+    """Synthesize; while the clip is too long, drop the last clause (deterministic)."""
+    while True:
+        seconds = synthesize(text, voice, out)
+        if seconds <= MAX_SECONDS or ", " not in text:
+            return text, seconds
+        text = text.rsplit(", ", 1)[0] + "."
+
+
+def write_corpus(out: Path, texts: list[str], voice: Voice, prefix: str, workers: int = 2) -> list[dict]:
+    """Write one corpus atomically: it appears at `out` only once every clip and the metadata exist."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    (tmp / "wavs").mkdir()
+    names = [f"{prefix}_{i:04d}" for i in range(len(texts))]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(
+            lambda nt: _synthesize_fitting(nt[1], voice, tmp / "wavs" / f"{nt[0]}.wav"), zip(names, texts)
+        ))
+    rows = [dict(audio_file=f"wavs/{name}.wav", text=text, speaker_name=SPEAKER, seconds=seconds)
+            for name, (text, seconds) in zip(names, results)]
+    with open(tmp / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="|", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerow(["audio_file", "text", "speaker_name"])
+        for row in rows:
+            writer.writerow([row["audio_file"], row["text"], row["speaker_name"]])
+    tmp.rename(out)
+    return rows
+
+
+def write_demo_corpora(out: str | Path, seed: int = 0, workers: int = 2, overwrite: bool = False) -> dict:
+    """Write `out/quiz` and `out/interview`; returns {corpus: rows}. Refuses to overwrite unless asked."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    corpora = {
+        "quiz": (quiz_sentences(), QUIZ_VOICE, "quiz"),
+        "interview": (interview_sentences(seed), INTERVIEW_VOICE, "interview"),
+    }
+    written = {}
+    for name, (texts, voice, prefix) in corpora.items():
+        target = out / name
+        if target.exists():
+            if not overwrite:
+                raise FileExistsError(f"{target}: exists; pass --overwrite to write the demo corpora again")
+            shutil.rmtree(target)
+        written[name] = write_corpus(target, texts, voice, prefix, workers)
+    return written
+
+
+def describe(rows: list[dict]) -> str:
+    seconds = [r["seconds"] for r in rows]
+    short = sum(s < 4 for s in seconds)
+    long_ = sum(s >= 7 for s in seconds)
+    return (f"{len(rows)} clips, {sum(seconds) / 60:.1f} min "
+            f"(short {short}, medium {len(rows) - short - long_}, long {long_}; longest {max(seconds):.1f} s)")
