@@ -178,3 +178,73 @@ def write_tiny_base(out: str | Path, spec: TinyBaseSpec = TinyBaseSpec(), overwr
     torch.save(dvae.state_dict(), out / "dvae.pth")
     torch.save(mel_stats, out / "mel_stats.pth")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The GPT: built from a base's config and vocab, weights from any of the three checkpoint kinds
+
+
+def load_tokenizer(base_dir: str | Path):
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+    return VoiceBpeTokenizer(vocab_file=str(Path(base_dir) / "vocab.json"))
+
+
+def build_gpt(config, tokenizer):
+    """coqui's `GPT` with the sizes `Xtts.init_models` gives it (text token ids come from vocab.json)."""
+    from TTS.tts.layers.xtts.gpt import GPT
+
+    a = config.model_args
+    vocab = tokenizer.tokenizer
+    return GPT(
+        layers=a.gpt_layers, model_dim=a.gpt_n_model_channels, heads=a.gpt_n_heads,
+        start_text_token=vocab.token_to_id("[START]"), stop_text_token=vocab.token_to_id("[STOP]"),
+        max_text_tokens=a.gpt_max_text_tokens, max_mel_tokens=a.gpt_max_audio_tokens,
+        max_prompt_tokens=a.gpt_max_prompt_tokens, number_text_tokens=tokenizer.get_number_tokens(),
+        num_audio_tokens=a.gpt_num_audio_tokens, start_audio_token=a.gpt_start_audio_token,
+        stop_audio_token=a.gpt_stop_audio_token, use_perceiver_resampler=a.gpt_use_perceiver_resampler,
+        code_stride_len=a.gpt_code_stride_len,
+    )
+
+
+def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:
+    """The GPT weights (keys relative to the GPT) of a checkpoint, and which kind it was.
+
+    Kinds: an XTTS release `model.pth` ({"model": {"gpt.*", "hifigan_decoder.*", ...}}), a coqui
+    trainer `best_model.pth` ({"model": {"xtts.gpt.*", "dvae.*", ...}, "optimizer": ...}), or one of
+    our Lightning checkpoints ({"state_dict": {"gpt.*", ...}}).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BaseModelError(f"{path}: checkpoint not found (init_from)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if "state_dict" in ckpt:
+        state, kind, prefix = ckpt["state_dict"], "lightning", "gpt."
+    elif "model" in ckpt and any(k.startswith("xtts.gpt.") for k in ckpt["model"]):
+        state, kind, prefix = ckpt["model"], "coqui-trainer", "xtts.gpt."
+    elif "model" in ckpt:
+        state, kind, prefix = ckpt["model"], "xtts-release", "gpt."
+    else:
+        raise BaseModelError(f"{path}: neither a Lightning checkpoint nor an XTTS model.pth (keys {list(ckpt)[:5]})")
+    gpt = {k[len(prefix):]: v for k, v in state.items()
+           if k.startswith(prefix) and not k[len(prefix):].startswith("gpt_inference.")}
+    if not gpt:
+        raise BaseModelError(f"{path}: holds no GPT weights (no key starts with '{prefix}')")
+    return gpt, kind
+
+
+def load_gpt_weights(gpt, state: dict, source: str | Path) -> None:
+    """Load strictly; a missing, extra or mis-shaped key fails naming the key and both shapes."""
+    own = gpt.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise BaseModelError(
+                f"{source}: {key} has shape {tuple(value.shape)} but the base model's GPT needs "
+                f"{tuple(own[key].shape)}; the checkpoint belongs to another base model or vocab"
+            )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise BaseModelError(f"{source}: GPT keys do not match the base model (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    gpt.load_state_dict(state, strict=True)

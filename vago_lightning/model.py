@@ -1,0 +1,171 @@
+"""The LightningModule: coqui's XTTS GPT trained with separate text-CE and mel-CE losses.
+
+Only the GPT is trained. The DVAE and the mel extractors are frozen, in eval mode, run under
+no_grad, and left out of checkpoints (they come from the base model directory). The HiFiGAN decoder
+is not held at all: export takes it from the base's model.pth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import lightning as L
+import torch
+
+from .base_model import (
+    build_gpt, check_base_dir, gpt_state_from_checkpoint, load_dvae, load_gpt_weights, load_tokenizer,
+    load_xtts_config,
+)
+from .batching import select
+from .features import conditioning_mel, dvae_codes, dvae_mel
+from .losses import LossWeights, PromptMasking, gpt_losses, weighted
+from .optim import lr_factor, weight_decay_groups
+
+FROZEN_PREFIXES = ("dvae.", "dvae_mel.", "cond_mel.")
+
+
+class XttsGPTModule(L.LightningModule):
+    def __init__(
+        self,
+        base_model: str = "models/tiny-xtts",
+        init_from: Optional[str] = None,
+        language: str = "hu",
+        lr: float = 5e-6,
+        weight_decay: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 0.96),
+        eps: float = 1e-8,
+        text_ce_weight: float = 0.01,
+        mel_ce_weight: float = 1.0,
+        prompt_masking: PromptMasking = "coqui",
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.1,
+        gradient_checkpointing: bool = False,
+    ):
+        """
+        Args:
+            base_model: directory in the XTTS-v2 release layout (config.json, model.pth, dvae.pth,
+                mel_stats.pth, vocab.json): the real release or one written by `tiny-base`.
+            init_from: start a new run from these GPT weights (fresh optimizer, this run's LR): an
+                XTTS release model.pth, one of our Lightning .ckpt files, or a coqui best_model.pth.
+                Exact resume of a run is `--ckpt_path`, not this.
+            language: language code of the corpora (tokenizer language token).
+            lr: peak learning rate of AdamW.
+            weight_decay: AdamW weight decay on weights only (none on biases, norms, embeddings).
+            betas: AdamW betas (coqui: 0.9, 0.96).
+            eps: AdamW epsilon.
+            text_ce_weight: weight of the text cross-entropy in the loss (coqui: 0.01).
+            mel_ce_weight: weight of the mel cross-entropy in the loss (coqui: 1.0).
+            prompt_masking: "coqui" keeps coqui's loss exactly (prompt masked for the last item
+                only, in the wrong units); "per_item" masks each item's prompt codes.
+            lr_schedule: "constant" or "cosine" decay to min_lr_ratio*lr, stepped per optimizer step.
+            warmup_steps: linear warm-up optimizer steps before the schedule.
+            min_lr_ratio: final LR of the cosine schedule as a fraction of lr.
+            gradient_checkpointing: recompute GPT-2 activations in backward (less memory, ~30% slower).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        base = check_base_dir(base_model)
+        self.weights = LossWeights(text_ce=text_ce_weight, mel_ce=mel_ce_weight)
+        self.tokenizer = load_tokenizer(base)
+        self.gpt = build_gpt(load_xtts_config(base), self.tokenizer)
+        state, _ = gpt_state_from_checkpoint(base / "model.pth")
+        load_gpt_weights(self.gpt, state, base / "model.pth")
+        if init_from:
+            state, kind = gpt_state_from_checkpoint(init_from)
+            load_gpt_weights(self.gpt, state, init_from)
+            self.init_kind = kind
+        mel_stats = torch.load(base / "mel_stats.pth", map_location="cpu", weights_only=True)
+        self.dvae = load_dvae(base / "dvae.pth")
+        self.dvae_mel = dvae_mel(mel_stats)
+        self.cond_mel = conditioning_mel(mel_stats)
+        for module in (self.dvae, self.dvae_mel, self.cond_mel):
+            module.requires_grad_(False)
+        # Frozen parts are not saved in checkpoints (see on_save_checkpoint).
+        self.strict_loading = False
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(self.gpt)
+
+    # --- train/eval modes -------------------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        """Only the GPT ever trains; the frozen parts stay in eval mode (plain nn.Module.train,
+        never Xtts.eval(), which attaches a second copy of the GPT for inference)."""
+        super().train(mode)
+        for module in (self.dvae, self.dvae_mel, self.cond_mel):
+            module.train(False)
+        return self
+
+    # --- the step ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def batch_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """DVAE codes (precomputed ones when the batch has them) and conditioning mels [B,1,80,T]."""
+        codes = batch.get("codes")
+        if codes is None:
+            codes = dvae_codes(self.dvae, self.dvae_mel, batch["wav"])
+        cond_mels = self.cond_mel(batch["cond_wav"]).unsqueeze(1)
+        return codes, cond_mels
+
+    def losses(self, batch: dict, per_item: bool = False) -> dict[str, torch.Tensor]:
+        codes, cond_mels = self.batch_features(batch)
+        loss_text, loss_mel = gpt_losses(
+            self.gpt, batch["text"], batch["text_lengths"], codes, batch["wav_lengths"], cond_mels,
+            batch.get("cond_idxs"), self.hparams.prompt_masking, per_item=per_item,
+        )
+        return weighted(loss_text, loss_mel, self.weights)
+
+    def training_step(self, batch: dict, batch_idx: int):
+        losses = self.losses(batch)
+        size = batch["text"].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name != "loss", batch_size=size)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        """Losses over the batch and per corpus: the quiz voice must be kept while the interview is learned."""
+        size = batch["text"].shape[0]
+        totals = {}
+        for corpus in sorted(set(batch["corpus"])):
+            index = [i for i, c in enumerate(batch["corpus"]) if c == corpus]
+            losses = self.losses(select(batch, index))
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + value * len(index) / size
+                if corpus:
+                    self.log(f"val/{corpus}/{name}", value, batch_size=len(index), sync_dist=True,
+                             add_dataloader_idx=False)
+        for name, value in totals.items():
+            self.log(f"val/{name}", value, batch_size=size, sync_dist=True, prog_bar=name == "loss",
+                     add_dataloader_idx=False)
+        return totals["loss"]
+
+    # --- optimizer --------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr,
+                                      betas=tuple(hp.betas), eps=hp.eps)
+        total = self.trainer.estimated_stepping_batches if hp.lr_schedule == "cosine" else 0
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, hp.warmup_steps, hp.lr_schedule, int(total), hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep checkpoints to the trained GPT: the frozen DVAE (51.5 M params at full size) comes
+        from the base model directory named in the hyperparameters."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+            del state[key]
+        checkpoint["base_model"] = str(Path(self.hparams.base_model).resolve())
+
+
+def enable_gradient_checkpointing(gpt) -> None:
+    """HF gradient checkpointing on coqui's GPT-2 stack. It needs `wte`, which coqui deletes, so it
+    is aliased to the mel embedding while enabling and removed again."""
+    gpt.gpt.wte = gpt.mel_embedding
+    gpt.gpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    del gpt.gpt.wte
