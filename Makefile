@@ -20,10 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The whole job on the embedded default: tiny base model, demo corpora (more steps join as they land).
-demo: install
-	$(PY) -m vago_lightning tiny-base --out models/tiny-xtts
-	$(PY) -m vago_lightning demo-data --out corpora/demo
+# The whole job on the embedded default. Each step is skipped when its output is already there.
+TINY := models/tiny-xtts
+DEMO := corpora/demo
+
+$(TINY)/model.pth: | $(STAMP)
+	$(PY) -m vago_lightning tiny-base --out $(TINY)
+
+$(DEMO)/interview/metadata.csv: | $(STAMP)
+	$(PY) -m vago_lightning demo-data --out $(DEMO) --overwrite
+
+demo: install $(TINY)/model.pth $(DEMO)/interview/metadata.csv
+	$(PY) -m vago_lightning prepare --corpus quiz=$(DEMO)/quiz --corpus interview=$(DEMO)/interview \
+	  --language hu --base-model $(TINY) --out data_shards
 
 test: install
 	$(PY) -m pytest

@@ -3,11 +3,13 @@
 Verbs:
   tiny-base   write a random base model in the XTTS-v2 release layout
   demo-data   synthesize the two Hungarian demo corpora with espeak-ng
+  prepare     corpora to WebDataset shards with a stratified validation split
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -26,6 +28,29 @@ def _demo_data(args: argparse.Namespace) -> None:
     written = write_demo_corpora(args.out, seed=args.seed, workers=args.workers, overwrite=args.overwrite)
     for name, rows in written.items():
         print(f"{args.out}/{name}: {describe(rows)}")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .prepare import PrepareSettings, prepare
+
+    corpora = {}
+    for spec in args.corpus:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--corpus {spec}: expected NAME=DIRECTORY, e.g. --corpus quiz=corpora/demo/quiz")
+        if name in corpora:
+            raise ValueError(f"--corpus {name}: given twice")
+        corpora[name] = Path(path)
+    settings = PrepareSettings(language=args.language, val_fraction=args.val_fraction, seed=args.seed,
+                               min_seconds=args.min_seconds, shard_size=args.shard_size)
+    base = Path(args.base_model) if args.base_model else None
+    manifest, rebuilt = prepare(corpora, Path(args.out), settings, base, workers=args.workers,
+                                progress=not args.quiet)
+    for name, was_rebuilt in rebuilt.items():
+        print(f"{name}: {'prepared' if was_rebuilt else 'unchanged, nothing to do'}")
+    print((Path(args.out) / "summary.md").read_text())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_demo_data)
+
+    p = verbs.add_parser("prepare", help="corpora to WebDataset shards with a stratified validation split")
+    p.add_argument("--corpus", action="append", required=True, metavar="NAME=DIR",
+                   help="a corpus: coqui metadata.csv, LJSpeech metadata.csv, or recordings with subtitles")
+    p.add_argument("--language", default="hu")
+    p.add_argument("--out", default="data_shards")
+    p.add_argument("--base-model", help="base model directory: precompute DVAE codes and check token counts")
+    p.add_argument("--val-fraction", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--shard-size", type=int, default=64, help="samples per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_prepare)
     return parser
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,10 +144,13 @@ def write_tiny_base(out: str | Path, spec: TinyBaseSpec = TinyBaseSpec(), overwr
     from .demo_text import all_demo_sentences
 
     spec.validate()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise BaseModelError(f"{out}: exists and is not empty; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise BaseModelError(f"{final}: exists and is not empty; pass --overwrite or choose another --out")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed into place: an interrupted write never leaves a half base model.
+    out = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    out.chmod(0o755)
     torch.manual_seed(spec.seed)
 
     config = XttsConfig()
@@ -177,7 +182,10 @@ def write_tiny_base(out: str | Path, spec: TinyBaseSpec = TinyBaseSpec(), overwr
     dvae = DiscreteVAE(**dvae_kwargs)
     torch.save(dvae.state_dict(), out / "dvae.pth")
     torch.save(mel_stats, out / "mel_stats.pth")
-    return out
+    if final.exists():
+        shutil.rmtree(final)
+    out.rename(final)
+    return final
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ class Voice:
     pitch: int = 50  # 0-99
 
 
-QUIZ_VOICE = Voice(speed=165, pitch=58)
-INTERVIEW_VOICE = Voice(speed=140, pitch=44)
+QUIZ_VOICE = Voice(speed=150, pitch=58)
+INTERVIEW_VOICE = Voice(speed=145, pitch=44)
 
 
 def espeak_path() -> str:

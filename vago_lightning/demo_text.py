@@ -210,16 +210,16 @@ INTERVIEW_QUESTIONS = [
 ]
 
 
-def interview_sentences(seed: int = 0, count: int = 230) -> list[str]:
+def interview_sentences(seed: int = 0, count: int = 231) -> list[str]:
     """The interview corpus: `count` distinct lines, deterministic for `seed`.
 
-    About a quarter are short standalone lines, a third medium (opener + clause) and the rest long
+    About a sixth are short standalone lines, a quarter medium (opener + clause) and the rest long
     (opener + two or three joined clauses), which lands in the seed corpus's 2-10 s range.
     """
     rng = random.Random(seed)
     lines: list[str] = list(INTERVIEW_SHORT) + list(INTERVIEW_QUESTIONS)
     seen = set(lines)
-    n_medium = count * 3 // 10
+    n_medium = count // 4
     while len(lines) < count:
         opener = rng.choice(INTERVIEW_OPENERS)
         n_clauses = 1 if len(lines) < len(INTERVIEW_SHORT) + len(INTERVIEW_QUESTIONS) + n_medium else rng.choice((2, 2, 3))

@@ -1,0 +1,386 @@
+"""`prepare`: corpora to WebDataset shards with a stratified validation split, losing nothing.
+
+    data_shards/<corpus>/train-000000.tar ...   val-000000.tar ...   corpus.json   rejected.jsonl
+    data_shards/manifest.json   summary.md   rejected.jsonl
+
+Every input line (or subtitle cut) lands in a shard or in rejected.jsonl with its source, line and
+reason. A corpus directory appears only complete (written aside, then renamed into place), and a
+corpus whose inputs and settings have not changed is not rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .audio import AudioError, ClipLimits, SAMPLE_RATE, check_clip, encode_flac, load_clip
+from .corpus import Item, Rejection, read_corpus, shard_key
+
+MANIFEST_VERSION = 1
+CATEGORIES = ("short", "medium", "long", "question")
+
+
+@dataclass
+class PrepareSettings:
+    language: str = "hu"
+    val_fraction: float = 0.02
+    seed: int = 0
+    min_seconds: float = 1.0
+    max_samples: int = 255_995
+    max_text_tokens: int = 200
+    shard_size: int = 64  # samples per shard: several shards per corpus for shuffling and workers
+
+
+def category(seconds: float, text: str) -> str:
+    """The seed's categories: question by its text, else short (< 4 s), medium (4-7 s), long (>= 7 s)."""
+    if text.rstrip().endswith("?"):
+        return "question"
+    return "short" if seconds < 4 else ("medium" if seconds < 7 else "long")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def base_fingerprint(base_dir: Path) -> dict:
+    """What the shards' codes and token checks depend on: the base's DVAE, mel statistics and vocab."""
+    return {"path": str(base_dir), "dvae_sha256": sha256_file(base_dir / "dvae.pth"),
+            "mel_stats_sha256": sha256_file(base_dir / "mel_stats.pth"),
+            "vocab_sha256": sha256_file(base_dir / "vocab.json")}
+
+
+def inputs_fingerprint(items: list[Item], rejections: list[Rejection], settings: PrepareSettings,
+                       base: dict | None, fmt: str) -> str:
+    """Changes when any input file (content of text files, size and mtime of audio) or setting does."""
+    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode())
+    sources = sorted({i.source for i in items} | {r.source for r in rejections})
+    for source in sources:
+        digest.update(source.encode())
+        if Path(source).is_file():
+            digest.update(sha256_file(Path(source)).encode())
+    for audio in sorted({i.audio for i in items}):
+        stat = audio.stat() if audio.exists() else None
+        digest.update(f"{audio}:{stat.st_size if stat else -1}:{stat.st_mtime_ns if stat else -1}".encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-clip work, in worker processes
+
+_WORKER: dict = {}
+
+
+def _init_worker(base_dir: str | None, limits: ClipLimits) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core instead
+    _WORKER["limits"] = limits
+    _WORKER["dvae"] = None
+    if base_dir:
+        from .base_model import load_dvae
+        from .features import dvae_mel
+
+        base = Path(base_dir)
+        _WORKER["dvae"] = load_dvae(base / "dvae.pth")
+        _WORKER["mel"] = dvae_mel(torch.load(base / "mel_stats.pth", map_location="cpu", weights_only=True))
+
+
+def _process(item: Item) -> dict:
+    """Decode, check and encode one clip; the result is a record for a shard or a rejection."""
+    try:
+        clip = load_clip(item.audio, item.start, item.end)
+        check_clip(clip, _WORKER["limits"])
+    except AudioError as err:
+        return {"rejected": err.reason, "detail": err.detail}
+    record = {"flac": encode_flac(clip), "seconds": clip.seconds, "source_rate": clip.source_rate,
+              "source_channels": clip.source_channels}
+    if _WORKER["dvae"] is not None:
+        import torch
+
+        from .features import dvae_codes
+
+        codes = dvae_codes(_WORKER["dvae"], _WORKER["mel"], torch.from_numpy(clip.wav)[None])[0]
+        record["codes"] = codes.numpy().astype(np.int16)
+    return record
+
+
+def _run_clips(items: list[Item], base_dir: Path | None, limits: ClipLimits, workers: int, label: str,
+               progress: bool) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(label, total=len(items))
+        args = (str(base_dir) if base_dir else None, limits)
+        if workers <= 1:
+            _init_worker(*args)
+            results = []
+            for item in items:
+                results.append(_process(item))
+                bar.advance(task)
+            return results
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=args) as pool:
+            results = []
+            for result in pool.map(_process, items, chunksize=4):
+                results.append(result)
+                bar.advance(task)
+            return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Split and shards
+
+
+def stratified_split(records: list[dict], fraction: float, seed: int, corpus: str) -> set[str]:
+    """Keys held out for validation: `fraction` of each (corpus, category) stratum, apportioned by
+    largest remainder so the corpus total is round(n * fraction), and at least one clip for a corpus
+    of two or more. Deterministic for a seed."""
+    n = len(records)
+    if n < 2 or fraction <= 0:
+        return set()
+    target = max(1, round(n * fraction))
+    strata: dict[str, list[str]] = {}
+    for r in sorted(records, key=lambda r: r["key"]):
+        strata.setdefault(r["category"], []).append(r["key"])
+    quotas = {c: len(keys) * target / n for c, keys in strata.items()}
+    counts = {c: int(q) for c, q in quotas.items()}
+    for c in sorted(quotas, key=lambda c: (-(quotas[c] - counts[c]), c))[: target - sum(counts.values())]:
+        counts[c] += 1
+    held = set()
+    for c, keys in sorted(strata.items()):
+        rng = random.Random(f"{seed}/{corpus}/{c}")
+        held.update(rng.sample(keys, min(counts[c], len(keys))))
+    return held
+
+
+def _encode_sample(record: dict) -> dict:
+    sample = {"__key__": record["key"], "flac": record["flac"],
+              "json": json.dumps(record["meta"], ensure_ascii=False).encode("utf-8")}
+    if "codes" in record:
+        buffer = io.BytesIO()
+        np.save(buffer, record["codes"])
+        sample["codes.npy"] = buffer.getvalue()
+    return sample
+
+
+def write_shards(directory: Path, split: str, records: list[dict], shard_size: int) -> list[str]:
+    import webdataset as wds
+
+    names = []
+    for start in range(0, len(records), shard_size):
+        name = f"{split}-{len(names):06d}.tar"
+        with wds.TarWriter(str(directory / name), mtime=0) as sink:
+            for record in records[start:start + shard_size]:
+                sink.write(_encode_sample(record))
+        names.append(name)
+    return names
+
+
+def _split_stats(records: list[dict]) -> dict:
+    cats = Counter(r["category"] for r in records)
+    return {"samples": len(records), "seconds": round(sum(r["meta"]["duration"] for r in records), 3),
+            "categories": {c: cats.get(c, 0) for c in CATEGORIES},
+            "category_seconds": {c: round(sum(r["meta"]["duration"] for r in records if r["category"] == c), 3)
+                                 for c in CATEGORIES}}
+
+
+# ---------------------------------------------------------------------------------------------
+# One corpus
+
+
+def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, base_dir: Path | None,
+                   base: dict | None, workers: int, progress: bool, previous: dict | None) -> tuple[dict, bool]:
+    """Build (or keep) `out/<name>`; returns its corpus.json entry and whether it was rebuilt."""
+    items, rejections, fmt = read_corpus(root)
+    fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
+    target = out / name
+    if previous and previous.get("fingerprint") == fingerprint and all(
+        (target / shard).is_file() for split in previous["splits"].values() for shard in split["shards"]
+    ):
+        return previous, False
+
+    tokenizer = None
+    if base_dir is not None:
+        from .base_model import load_tokenizer
+
+        tokenizer = load_tokenizer(base_dir)
+
+    rejected: list[dict] = [dict(asdict(r), corpus=name) for r in rejections]
+    accepted: list[tuple[Item, str, str]] = []
+    seen: set[str] = set()
+    for item in items:
+        key = shard_key(f"{name}_{item.id}")
+        text = " ".join(item.text.split())
+
+        def reject(reason, detail):
+            rejected.append(dict(source=item.source, line=item.line, reason=reason, detail=detail, id=item.id,
+                                 corpus=name))
+
+        if key in seen:
+            reject("duplicate_id", f"id {item.id!r} (key {key}) appears earlier in the corpus")
+            continue
+        seen.add(key)
+        if not any(ch.isalnum() for ch in text):
+            reject("empty_text", "no text after cleaning")
+            continue
+        if tokenizer is not None:
+            ids = tokenizer.encode(text, settings.language)
+            if 1 in ids:  # [UNK]
+                reject("unknown_tokens", "text has characters the base model's vocab.json does not know")
+                continue
+            if len(ids) > settings.max_text_tokens:
+                reject("too_many_tokens", f"{len(ids)} tokens > {settings.max_text_tokens}")
+                continue
+        accepted.append((item, key, text))
+
+    limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
+    results = _run_clips([a[0] for a in accepted], base_dir, limits, workers, name, progress)
+    records = []
+    for (item, key, text), result in zip(accepted, results):
+        if "rejected" in result:
+            rejected.append(dict(source=item.source, line=item.line, reason=result["rejected"],
+                                 detail=result["detail"], id=item.id, corpus=name))
+            continue
+        cat = category(result["seconds"], text)
+        meta = {"id": item.id, "key": key, "text": text, "language": settings.language, "speaker": item.speaker,
+                "corpus": name, "category": cat, "duration": round(result["seconds"], 4),
+                "source": str(item.audio), "metadata": item.source, "line": item.line, "start": item.start,
+                "end": item.end, "source_rate": result["source_rate"],
+                "source_channels": result["source_channels"]}
+        records.append(dict(result, key=key, category=cat, meta=meta))
+
+    held = stratified_split(records, settings.val_fraction, settings.seed, name)
+    train = [r for r in records if r["key"] not in held]
+    val = sorted((r for r in records if r["key"] in held), key=lambda r: r["key"])
+    random.Random(f"{settings.seed}/{name}/order").shuffle(train)  # mixed categories in every shard
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=out))
+    tmp.chmod(0o755)
+    entry = {
+        "corpus": name, "input": str(root), "format": fmt, "fingerprint": fingerprint,
+        "inputs": len(items) + len(rejections), "settings": asdict(settings), "base_model": base,
+        "codes": base is not None, "sample_rate": SAMPLE_RATE,
+        "splits": {}, "rejected": dict(sorted(Counter(r["reason"] for r in rejected).items())),
+        "rejected_total": len(rejected),
+    }
+    for split, rows in (("train", train), ("val", val)):
+        entry["splits"][split] = dict(shards=write_shards(tmp, split, rows, settings.shard_size), **_split_stats(rows))
+    with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
+        for row in rejected:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (tmp / "corpus.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
+    _swap_into_place(tmp, target)
+    return entry, True
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Replace `target` by the finished `tmp` with renames, so readers see the old or the new, never half."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# All corpora
+
+
+def prepare(corpora: dict[str, Path], out: Path, settings: PrepareSettings, base_dir: Path | None = None,
+            workers: int = 1, progress: bool = True) -> tuple[dict, dict[str, bool]]:
+    """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
+    for name in corpora:
+        if shard_key(name) != name:
+            raise ValueError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")
+    base = None
+    if base_dir is not None:
+        from .base_model import check_base_dir
+
+        base = base_fingerprint(check_base_dir(base_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in list(out.glob(".tmp-*")) + list(out.glob(".old-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run; never read
+    entries, rebuilt = {}, {}
+    for name, root in corpora.items():
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"--corpus {name}={root}: directory not found")
+        previous_file = out / name / "corpus.json"
+        previous = json.loads(previous_file.read_text()) if previous_file.is_file() else None
+        entries[name], rebuilt[name] = prepare_corpus(name, Path(root), out, settings, base_dir, base, workers,
+                                                      progress, previous)
+    manifest = {"version": MANIFEST_VERSION, "language": settings.language, "settings": asdict(settings),
+                "base_model": base, "corpora": entries, "totals": totals(entries)}
+    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    rejected_lines = "".join((out / name / "rejected.jsonl").read_text(encoding="utf-8") for name in entries)
+    _atomic_write(out / "rejected.jsonl", rejected_lines)
+    _atomic_write(out / "summary.md", summary(manifest))
+    return manifest, rebuilt
+
+
+def totals(entries: dict) -> dict:
+    t = {"inputs": 0, "train": 0, "val": 0, "rejected": 0, "seconds": 0.0}
+    for e in entries.values():
+        t["inputs"] += e["inputs"]
+        t["train"] += e["splits"]["train"]["samples"]
+        t["val"] += e["splits"]["val"]["samples"]
+        t["rejected"] += e["rejected_total"]
+        t["seconds"] += e["splits"]["train"]["seconds"] + e["splits"]["val"]["seconds"]
+    t["seconds"] = round(t["seconds"], 3)
+    return t
+
+
+def summary(manifest: dict) -> str:
+    """Markdown: samples and minutes per corpus and category, totals, and the seed's quality checks."""
+    lines = ["# Prepared data", "", "| corpus | category | samples | minutes |", "|---|---|---:|---:|"]
+    all_cats: Counter = Counter()
+    for name, e in manifest["corpora"].items():
+        for c in CATEGORIES:
+            n = sum(e["splits"][s]["categories"][c] for s in ("train", "val"))
+            sec = sum(e["splits"][s]["category_seconds"][c] for s in ("train", "val"))
+            if n:
+                all_cats[c] += n
+                lines.append(f"| {name} | {c} | {n} | {sec / 60:.1f} |")
+        n = e["splits"]["train"]["samples"] + e["splits"]["val"]["samples"]
+        sec = e["splits"]["train"]["seconds"] + e["splits"]["val"]["seconds"]
+        lines.append(f"| **{name}** | all | **{n}** | **{sec / 60:.1f}** |")
+    t = manifest["totals"]
+    lines += [f"| **total** | | **{t['train'] + t['val']}** | **{t['seconds'] / 60:.1f}** |", "",
+              f"Inputs {t['inputs']} = train {t['train']} + validation {t['val']} + rejected {t['rejected']}"
+              " (rejected.jsonl says which and why).", "", "## Quality checks", ""]
+    minutes = t["seconds"] / 60
+    styles = len(manifest["corpora"])
+    checks = [
+        (minutes > 30, f"total duration over 30 minutes: {minutes:.1f} min"),
+        (styles >= 2 and len(all_cats) >= 3,
+         f"several speaking styles: {styles} corpora, {len(all_cats)} categories"),
+        (t["val"] >= styles, f"validation clips in every corpus: {t['val']} held out"),
+        (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
+    ]
+    lines += [f"- {'✅' if ok else '⚠️'} {text}" for ok, text in checks]
+    return "\n".join(lines) + "\n"
