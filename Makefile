@@ -30,9 +30,18 @@ $(TINY)/model.pth: | $(STAMP)
 $(DEMO)/interview/metadata.csv: | $(STAMP)
 	$(PY) -m vago_lightning demo-data --out $(DEMO) --overwrite
 
+# Stage one, as the seed's Milliomos run: the quiz corpus alone, from the base model.
+checkpoints/demo-quiz/best.ckpt: data_shards/manifest.json
+	$(PY) train.py fit --config finetune.yaml --config configs/demo.yaml --config configs/demo-quiz.yaml
+
+# Stage two, as the seed's combined run: both corpora, from stage one's best, at a lower LR.
+checkpoints/demo-combined/best.ckpt: checkpoints/demo-quiz/best.ckpt
+	$(PY) train.py fit --config finetune.yaml --config configs/demo.yaml
+
 demo: install $(TINY)/model.pth $(DEMO)/interview/metadata.csv
 	$(PY) -m vago_lightning prepare --corpus quiz=$(DEMO)/quiz --corpus interview=$(DEMO)/interview \
 	  --language hu --base-model $(TINY) --out data_shards
+	$(MAKE) --no-print-directory checkpoints/demo-combined/best.ckpt
 
 test: install
 	$(PY) -m pytest

@@ -28,7 +28,7 @@ import numpy as np
 from .audio import AudioError, ClipLimits, SAMPLE_RATE, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, shard_key
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 CATEGORIES = ("short", "medium", "long", "question")
 
 
@@ -181,6 +181,7 @@ def _encode_sample(record: dict) -> dict:
 
 
 def write_shards(directory: Path, split: str, records: list[dict], shard_size: int) -> list[str]:
+    """Write `records` in order into shards of `shard_size`; each record gets its shard's name."""
     import webdataset as wds
 
     names = []
@@ -189,8 +190,15 @@ def write_shards(directory: Path, split: str, records: list[dict], shard_size: i
         with wds.TarWriter(str(directory / name), mtime=0) as sink:
             for record in records[start:start + shard_size]:
                 sink.write(_encode_sample(record))
+                record["shard"] = name
         names.append(name)
     return names
+
+
+def _index(records: list[dict]) -> list[dict]:
+    """What the trainer plans epochs with before reading any audio: each sample's shard and length."""
+    return [{"key": r["key"], "shard": r["shard"], "duration": r["meta"]["duration"], "category": r["category"]}
+            for r in records]
 
 
 def _split_stats(records: list[dict]) -> dict:
@@ -282,7 +290,8 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
         "rejected_total": len(rejected),
     }
     for split, rows in (("train", train), ("val", val)):
-        entry["splits"][split] = dict(shards=write_shards(tmp, split, rows, settings.shard_size), **_split_stats(rows))
+        shards = write_shards(tmp, split, rows, settings.shard_size)
+        entry["splits"][split] = dict(shards=shards, **_split_stats(rows), index=_index(rows))
     with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
         for row in rejected:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -303,6 +312,9 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Replace `path` in one rename; an unchanged file is left alone (a re-run changes nothing)."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

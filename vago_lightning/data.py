@@ -1,0 +1,303 @@
+"""The LightningDataModule: WebDataset shards of several corpora, planned epoch by epoch.
+
+Every epoch is one pass over the train samples (each corpus repeated by its sampling weight). The
+plan is made from the manifest's index before any audio is read, identically on every rank:
+samples are shuffled, grouped by length in pools (bucketing cuts padding), cut into batches, and the
+batches dealt out so that every rank gets the same number and every sample is seen once. Each
+DataLoader worker then streams only the shards that hold its batches (local paths or any URL
+webdataset opens) and yields its batches in plan order.
+
+Validation is every corpus's val shards, in fixed corpus-homogeneous batches (so per-corpus losses
+are exact), the same every time; under DDP every rank runs all of it, so no rank waits for another.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .audio import decode_flac
+from .batching import Collate
+
+
+class DataError(ValueError):
+    """Shards that cannot be used with this model; the message names the file and what to do."""
+
+
+def _read_text(url: str) -> str:
+    if "://" in url or url.startswith("pipe:"):
+        import webdataset as wds
+
+        with wds.gopen(url) as stream:
+            return stream.read().decode("utf-8")
+    path = Path(url)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `python -m vago_lightning prepare ... --out {path.parent}` first")
+    return path.read_text(encoding="utf-8")
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def load_manifest(shards_dir: str) -> dict:
+    manifest = json.loads(_read_text(_join(shards_dir, "manifest.json")))
+    if manifest.get("version") != 2:
+        raise DataError(f"{_join(shards_dir, 'manifest.json')}: written by another version of prepare; run prepare again")
+    return manifest
+
+
+def check_codes_match(manifest: dict, corpora: list[str], base_model: str, where: str) -> None:
+    """Refuse shards whose precomputed DVAE codes came from another DVAE or mel statistics."""
+    from .prepare import sha256_file
+
+    base = Path(base_model)
+    for name in corpora:
+        entry = manifest["corpora"][name]
+        if not entry.get("codes"):
+            continue
+        made_with = entry["base_model"]
+        for file, field in (("dvae.pth", "dvae_sha256"), ("mel_stats.pth", "mel_stats_sha256")):
+            if sha256_file(base / file) != made_with[field]:
+                raise DataError(
+                    f"{where}: corpus {name!r} has DVAE codes made with {made_with['path']}/{file}, which differs "
+                    f"from {base / file}; run prepare again with --base-model {base}"
+                )
+
+
+def plan_epoch(samples: list[dict], batch_size: int, world_size: int, seed: int, epoch: int,
+               pool_batches: int = 16) -> list[list[list[dict]]]:
+    """Batches for each rank for one epoch: rank r's list is plan[r]. Same on every rank.
+
+    Shuffled, then sorted by duration inside pools of `pool_batches` batches, cut into
+    world_size * k batches of near-equal size (k = ceil(n / (world_size * batch_size))), shuffled
+    again and dealt round-robin. Every sample appears exactly once; every rank gets k batches.
+    """
+    rng = random.Random(f"{seed}/{epoch}")
+    order = list(samples)
+    rng.shuffle(order)
+    n = len(order)
+    per_rank = math.ceil(n / (world_size * batch_size))
+    n_batches = world_size * per_rank
+    if n < n_batches:
+        raise DataError(f"{n} train samples cannot fill {n_batches} batches for {world_size} ranks; "
+                        "use fewer devices or a smaller batch_size")
+    sizes = [n // n_batches + (1 if i < n % n_batches else 0) for i in range(n_batches)]
+    pool = pool_batches * batch_size
+    bucketed = []
+    for start in range(0, n, pool):
+        bucketed += sorted(order[start:start + pool], key=lambda s: s["duration"])
+    batches, at = [], 0
+    for size in sizes:
+        batches.append(bucketed[at:at + size])
+        at += size
+    rng.shuffle(batches)
+    return [batches[r::world_size] for r in range(world_size)]
+
+
+def expand_weights(samples_by_corpus: dict[str, list[dict]], weights: dict[str, float], seed: int,
+                   epoch: int) -> list[dict]:
+    """One epoch's samples: each corpus repeated by its weight (2.0 = twice; 0.5 = a random half)."""
+    rng = random.Random(f"{seed}/{epoch}/weights")
+    out = []
+    for name, samples in sorted(samples_by_corpus.items()):
+        weight = weights.get(name, 1.0)
+        whole, part = int(weight), weight - int(weight)
+        out += samples * whole
+        out += rng.sample(samples, round(len(samples) * part))
+    return out
+
+
+class PlannedShardDataset(IterableDataset):
+    """Yields this rank's batches of one planned epoch, reading the shards that hold them."""
+
+    def __init__(self, shards_dir: str, batches_fn, length: int, tokenizer, language: str, train: bool, seed: int):
+        self.shards_dir = shards_dir
+        self.batches_fn = batches_fn  # epoch -> this rank's batches (lists of index entries)
+        self.length = length
+        self.tokenizer = tokenizer
+        self.language = language
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _sample(self, raw: dict, corpus: str) -> dict:
+        meta = json.loads(raw["json"])
+        sample = {"text": torch.tensor(self.tokenizer.encode(meta["text"], self.language), dtype=torch.long),
+                  "wav": torch.from_numpy(decode_flac(raw["flac"])), "corpus": corpus, "key": meta["key"]}
+        if "codes.npy" in raw:
+            sample["codes"] = torch.from_numpy(np.load(io.BytesIO(raw["codes.npy"])).astype(np.int64))
+        return sample
+
+    def __iter__(self):
+        import webdataset as wds
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        mine = self.batches_fn(self.epoch)[worker::workers]
+        wanted = {(e["corpus"], e["key"]) for batch in mine for e in batch}
+        shards = sorted({(e["corpus"], e["shard"]) for batch in mine for e in batch})
+        raw = {}
+        for corpus, shard in shards:
+            for sample in wds.DataPipeline(wds.SimpleShardList([_join(self.shards_dir, corpus, shard)]),
+                                           wds.tarfile_to_samples()):
+                if (corpus, sample["__key__"]) in wanted:
+                    raw[(corpus, sample["__key__"])] = sample
+        # A worker's batches are every `workers`-th one; DataLoader interleaves workers in turn,
+        # so the rank sees its batches in plan order.
+        collate = Collate(train=self.train, seed=hash((self.seed, self.epoch, worker)) if self.train else 0)
+        for batch in mine:
+            missing = [e["key"] for e in batch if (e["corpus"], e["key"]) not in raw]
+            if missing:
+                raise DataError(f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
+                                "shards; run prepare again")
+            yield collate([self._sample(raw[(e["corpus"], e["key"])], e["corpus"]) for e in batch])
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that tells its dataset the trainer's epoch before each pass (new plan, new order)."""
+
+    def __init__(self, dataset: PlannedShardDataset, epoch_fn, **kwargs):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self.epoch_fn = epoch_fn
+
+    def __iter__(self):
+        self.dataset.epoch = self.epoch_fn()
+        return super().__iter__()
+
+
+class ShardDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        shards_dir: str = "data_shards",
+        corpora: Optional[list[str]] = None,
+        corpus_weights: Optional[dict[str, float]] = None,
+        batch_size: int = 3,
+        num_workers: int = 2,
+        bucket_pool_batches: int = 16,
+        seed: int = 0,
+        base_model: str = "models/tiny-xtts",
+        language: str = "hu",
+    ):
+        """
+        Args:
+            shards_dir: output folder of `prepare` (local path or URL prefix that webdataset opens).
+            corpora: corpora of the manifest to use; null for all of them.
+            corpus_weights: per-corpus repetition per epoch, e.g. {quiz: 2.0}; 1.0 when not given.
+            batch_size: clips per batch on each device.
+            num_workers: DataLoader worker processes per device for decoding.
+            bucket_pool_batches: batches per length-sorting pool; 1 turns bucketing off.
+            seed: shuffling seed; each epoch's plan is derived from it and the epoch number.
+            base_model: the model's base directory (linked from model.base_model): vocab and DVAE check.
+            language: the model's language (linked from model.language).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = None
+
+    def setup(self, stage: str) -> None:
+        from .base_model import load_tokenizer
+
+        hp = self.hparams
+        manifest = load_manifest(hp.shards_dir)
+        where = _join(hp.shards_dir, "manifest.json")
+        names = list(hp.corpora) if hp.corpora else sorted(manifest["corpora"])
+        for name in names + sorted(hp.corpus_weights or {}):
+            if name not in manifest["corpora"]:
+                raise DataError(f"{where}: no corpus {name!r} (it has {sorted(manifest['corpora'])}); "
+                                f"fix data.corpora or prepare it")
+        if manifest["language"] != hp.language:
+            raise DataError(f"{where}: prepared for language {manifest['language']!r}, model.language is {hp.language!r}")
+        check_codes_match(manifest, names, hp.base_model, where)
+        self.corpora = names
+        self.tokenizer = load_tokenizer(hp.base_model)
+        self.train_samples = {n: [dict(e, corpus=n) for e in manifest["corpora"][n]["splits"]["train"]["index"]]
+                              for n in names}
+        self.val_samples = {n: [dict(e, corpus=n) for e in manifest["corpora"][n]["splits"]["val"]["index"]]
+                            for n in names}
+        if not any(self.train_samples.values()):
+            raise DataError(f"{where}: no train samples in corpora {names}")
+
+    # --- train ------------------------------------------------------------------------------
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self):
+        rank, _ = self._world()
+        plan_fn = _RankPlan(self, rank)
+        length = len(plan_fn(0))  # the same for every epoch (weights give fixed counts)
+        dataset = PlannedShardDataset(self.hparams.shards_dir, plan_fn, length, self.tokenizer,
+                                      self.hparams.language, train=True, seed=self.hparams.seed)
+        trainer = self.trainer
+        return EpochLoader(dataset, _EpochOf(trainer), num_workers=self.hparams.num_workers,
+                           persistent_workers=False)
+
+    # --- validation -------------------------------------------------------------------------
+
+    def val_batches(self) -> list[list[dict]]:
+        """Fixed corpus-homogeneous batches, in corpus and key order."""
+        batches = []
+        for name in self.corpora:
+            samples = sorted(self.val_samples[name], key=lambda e: e["key"])
+            size = self.hparams.batch_size
+            batches += [samples[i:i + size] for i in range(0, len(samples), size)]
+        return batches
+
+    def val_dataloader(self):
+        batches = self.val_batches()
+        if not batches:
+            return []
+        dataset = PlannedShardDataset(self.hparams.shards_dir, _Fixed(batches), len(batches), self.tokenizer,
+                                      self.hparams.language, train=False, seed=0)
+        return EpochLoader(dataset, _Zero(), num_workers=min(self.hparams.num_workers, len(batches)))
+
+
+# Picklable callables (DataLoader workers are separate processes).
+
+class _RankPlan:
+    def __init__(self, datamodule: ShardDataModule, rank: int):
+        self.samples = datamodule.train_samples
+        self.weights = datamodule.hparams.corpus_weights or {}
+        self.batch_size = datamodule.hparams.batch_size
+        self.seed = datamodule.hparams.seed
+        self.pool = datamodule.hparams.bucket_pool_batches
+        self.rank, self.world = rank, datamodule._world()[1]
+
+    def __call__(self, epoch: int):
+        samples = expand_weights(self.samples, self.weights, self.seed, epoch)
+        return plan_epoch(samples, self.batch_size, self.world, self.seed, epoch, self.pool)[self.rank]
+
+
+class _Fixed:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __call__(self, epoch: int):
+        return self.batches
+
+
+class _EpochOf:
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def __call__(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+
+class _Zero:
+    def __call__(self) -> int:
+        return 0
