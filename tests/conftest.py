@@ -26,3 +26,15 @@ def demo_corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpora")
     rows = write_demo_corpora(root)
     return root, rows
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory, demo_corpora, tiny_base):
+    """The demo corpora prepared into shards with the tiny base's DVAE codes."""
+    from vago_lightning.prepare import PrepareSettings, prepare
+
+    root, _ = demo_corpora
+    out = tmp_path_factory.mktemp("shards") / "data_shards"
+    prepare({"quiz": root / "quiz", "interview": root / "interview"}, out, PrepareSettings(), tiny_base,
+            workers=2, progress=False)
+    return out

@@ -10,17 +10,8 @@ from torch.utils.data import DataLoader
 from helpers import corpus_samples
 from vago_lightning.base_model import BaseModelError, TinyBaseSpec, write_tiny_base
 from vago_lightning.batching import Collate
+from vago_lightning.coqui_reference import coqui_batch
 from vago_lightning.model import XttsGPTModule
-
-
-def _coqui_batch(batch: dict) -> dict:
-    """Our batch in the layout of coqui's XTTSDataset.collate_fn."""
-    return {
-        "padded_text": batch["text"].int(), "text_lengths": batch["text_lengths"].clone(),
-        "wav": batch["wav"][:, None].clone(), "wav_lengths": batch["wav_lengths"].clone(),
-        "conditioning": batch["cond_wav"][:, None, None].clone(),
-        "cond_idxs": None if batch["cond_idxs"] is None else batch["cond_idxs"].clone(), "cond_lens": None,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def test_losses_equal_coqui_gpt_trainer(parity_pair, demo_corpora, train):
     coqui.xtts.gpt.train(train)
     ours.train(train)
     torch.manual_seed(7)  # the same dropout masks in both forwards
-    cb = coqui.format_batch_on_device(_coqui_batch(batch))
+    cb = coqui.format_batch_on_device(coqui_batch(batch))
     if not train:
         cb["cond_idxs"] = None  # what coqui's eval_step does
     _, expected = coqui.train_step(cb, None)
@@ -69,7 +60,7 @@ def test_one_optimizer_step_equals_coqui(parity_pair, demo_corpora):
         assert sorted(names[id(p)] for p in theirs["params"]) == sorted(our_names[id(p)] for p in mine["params"])
         assert (theirs["weight_decay"], theirs["betas"], theirs["eps"], theirs["lr"]) == \
                (mine["weight_decay"], tuple(mine["betas"]), mine["eps"], mine["lr"])
-    cb = coqui.format_batch_on_device(_coqui_batch(batch))
+    cb = coqui.format_batch_on_device(coqui_batch(batch))
     cb["cond_idxs"] = None
     coqui.train_step(cb, None)[1]["loss"].backward()
     ours.losses(batch)["loss"].backward()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import namedtuple
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -198,13 +199,27 @@ def load_tokenizer(base_dir: str | Path):
     return VoiceBpeTokenizer(vocab_file=str(Path(base_dir) / "vocab.json"))
 
 
+# coqui's perceiver attention makes a namedtuple class per instance, which cannot be pickled (and
+# so cannot reach DDP-spawned processes); the same class defined once, at module level, can.
+EfficientAttentionConfig = namedtuple("EfficientAttentionConfig", ["enable_flash", "enable_math", "enable_mem_efficient"])
+
+
+def make_picklable(module) -> None:
+    for sub in module.modules():
+        if hasattr(sub, "cpu_config") and hasattr(sub, "cuda_config"):
+            sub.config = EfficientAttentionConfig
+            sub.cpu_config = EfficientAttentionConfig(*sub.cpu_config)
+            if sub.cuda_config is not None:
+                sub.cuda_config = EfficientAttentionConfig(*sub.cuda_config)
+
+
 def build_gpt(config, tokenizer):
     """coqui's `GPT` with the sizes `Xtts.init_models` gives it (text token ids come from vocab.json)."""
     from TTS.tts.layers.xtts.gpt import GPT
 
     a = config.model_args
     vocab = tokenizer.tokenizer
-    return GPT(
+    gpt = GPT(
         layers=a.gpt_layers, model_dim=a.gpt_n_model_channels, heads=a.gpt_n_heads,
         start_text_token=vocab.token_to_id("[START]"), stop_text_token=vocab.token_to_id("[STOP]"),
         max_text_tokens=a.gpt_max_text_tokens, max_mel_tokens=a.gpt_max_audio_tokens,
@@ -213,6 +228,8 @@ def build_gpt(config, tokenizer):
         stop_audio_token=a.gpt_stop_audio_token, use_perceiver_resampler=a.gpt_use_perceiver_resampler,
         code_stride_len=a.gpt_code_stride_len,
     )
+    make_picklable(gpt)
+    return gpt
 
 
 def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:

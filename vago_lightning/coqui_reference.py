@@ -45,3 +45,14 @@ def coqui_gpt_trainer(base_dir: str | Path, lr: float = 5e-6):
         batch_size=3, eval_batch_size=3, mixed_precision=False,
     )
     return GPTTrainer(config)
+
+
+def coqui_batch(batch: dict) -> dict:
+    """One of our batches in the layout of coqui's `XTTSDataset.collate_fn` (copies, since coqui's
+    forward modifies cond_idxs in place)."""
+    return {
+        "padded_text": batch["text"].int(), "text_lengths": batch["text_lengths"].clone(),
+        "wav": batch["wav"][:, None].clone(), "wav_lengths": batch["wav_lengths"].clone(),
+        "conditioning": batch["cond_wav"][:, None, None].clone(),
+        "cond_idxs": None if batch["cond_idxs"] is None else batch["cond_idxs"].clone(), "cond_lens": None,
+    }

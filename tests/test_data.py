@@ -1,0 +1,110 @@
+"""The DataModule: planned epochs (every sample once, equal batches per rank), bucketing, validation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from vago_lightning.base_model import TinyBaseSpec, write_tiny_base
+from vago_lightning.data import DataError, ShardDataModule, expand_weights, plan_epoch
+
+
+def _samples(n, corpus="c"):
+    return [{"key": f"k{i:04d}", "corpus": corpus, "duration": 1.0 + (i * 7919 % 97) / 10, "shard": "s"}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("n,batch,world", [(306, 3, 1), (307, 3, 2), (305, 3, 3), (100, 4, 2), (7, 3, 2)])
+def test_plan_sees_every_sample_once_with_equal_batches_per_rank(n, batch, world):
+    samples = _samples(n)
+    plan = plan_epoch(samples, batch, world, seed=0, epoch=0)
+    assert len(plan) == world and len({len(batches) for batches in plan}) == 1
+    keys = [s["key"] for batches in plan for b in batches for s in b]
+    assert sorted(keys) == sorted(s["key"] for s in samples)
+    sizes = [len(b) for batches in plan for b in batches]
+    assert max(sizes) <= batch and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    if world == 1:
+        assert len(plan[0]) == -(-n // batch)  # 306 clips at batch 3: 102 steps
+
+
+def test_plan_is_deterministic_per_epoch_and_reshuffles_across_epochs():
+    samples = _samples(120)
+    keys = lambda plan: [[s["key"] for s in b] for b in plan[0]]  # noqa: E731
+    assert keys(plan_epoch(samples, 3, 1, 0, 0)) == keys(plan_epoch(samples, 3, 1, 0, 0))
+    assert keys(plan_epoch(samples, 3, 1, 0, 0)) != keys(plan_epoch(samples, 3, 1, 0, 1))
+    assert keys(plan_epoch(samples, 3, 1, 0, 0)) != keys(plan_epoch(samples, 3, 1, 1, 0))
+
+
+def test_bucketing_cuts_padding():
+    samples = _samples(300)
+
+    def padding(plan):
+        return sum(max(s["duration"] for s in b) * len(b) - sum(s["duration"] for s in b) for b in plan[0])
+
+    bucketed = padding(plan_epoch(samples, 3, 1, 0, 0, pool_batches=16))
+    plain = padding(plan_epoch(samples, 3, 1, 0, 0, pool_batches=1))
+    assert bucketed < plain / 3
+
+
+def test_corpus_weights_repeat_or_subsample():
+    by_corpus = {"quiz": _samples(10, "quiz"), "interview": _samples(20, "interview")}
+    out = expand_weights(by_corpus, {"quiz": 2.0, "interview": 0.5}, seed=0, epoch=0)
+    counts = Counter(s["corpus"] for s in out)
+    assert counts == {"quiz": 20, "interview": 10}
+    assert Counter(s["key"] for s in out if s["corpus"] == "quiz") == Counter({s["key"]: 2 for s in by_corpus["quiz"]})
+
+
+def _datamodule(demo_shards, tiny_base, **kwargs):
+    dm = ShardDataModule(shards_dir=str(demo_shards), base_model=str(tiny_base), **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_train_loader_streams_every_train_sample_once_per_epoch(demo_shards, tiny_base):
+    dm = _datamodule(demo_shards, tiny_base, num_workers=2)
+    manifest = json.loads((demo_shards / "manifest.json").read_text())
+    train_keys = {e["key"] for c in manifest["corpora"].values() for e in c["splits"]["train"]["index"]}
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == -(-len(train_keys) // 3)
+    seen = [k for b in batches for k in b["key"]]
+    assert len(seen) == len(set(seen)) and set(seen) == train_keys
+    first = batches[0]
+    assert first["codes"].dtype == torch.long and first["cond_idxs"] is not None
+    assert first["wav"].shape[0] == first["text"].shape[0] <= 3
+    # The order follows the plan (workers interleaved), and the next epoch has another plan.
+    plan = [[s["key"] for s in b] for b in dm.train_dataloader().dataset.batches_fn(0)]
+    assert [b["key"] for b in batches] == plan
+    assert [s["key"] for s in dm.train_dataloader().dataset.batches_fn(1)[0]] != plan[0]
+
+
+def test_validation_is_fixed_and_per_corpus(demo_shards, tiny_base):
+    dm = _datamodule(demo_shards, tiny_base, num_workers=2)
+    first = list(dm.val_dataloader())
+    second = list(dm.val_dataloader())
+    assert [b["key"] for b in first] == [b["key"] for b in second]
+    assert all(len(set(b["corpus"])) == 1 for b in first)
+    assert {c for b in first for c in b["corpus"]} == {"quiz", "interview"}
+    assert all(b["cond_idxs"] is None for b in first)
+    for a, b in zip(first, second):
+        assert torch.equal(a["cond_wav"], b["cond_wav"])
+
+
+def test_refuses_codes_from_another_dvae(demo_shards, tmp_path):
+    other = write_tiny_base(tmp_path / "other", TinyBaseSpec(seed=3))
+    with pytest.raises(DataError) as err:
+        _datamodule(demo_shards, other)
+    message = str(err.value)
+    assert "dvae.pth" in message and str(other) in message and "--base-model" in message
+
+
+def test_unknown_corpus_and_language_mismatch_are_named(demo_shards, tiny_base):
+    with pytest.raises(DataError, match="no corpus 'milliomos'"):
+        _datamodule(demo_shards, tiny_base, corpora=["milliomos"])
+    with pytest.raises(DataError, match="prepared for language 'hu'"):
+        _datamodule(demo_shards, tiny_base, language="en")
+    with pytest.raises(DataError, match="manifest.json: not found"):
+        ShardDataModule(shards_dir=str(demo_shards / "nowhere"), base_model=str(tiny_base)).setup("fit")
