@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import lightning as L
 import soundfile as sf
 import torch
 
@@ -20,3 +21,16 @@ def corpus_samples(corpus_dir: Path, tokenizer, limit: int, corpus: str | None =
         samples.append(dict(text=torch.tensor(tokenizer.encode(text, language)), wav=torch.from_numpy(wav),
                             corpus=corpus or corpus_dir.name, key=Path(audio_file).stem))
     return samples
+
+
+
+class RecordKeys(L.Callback):
+    """Appends, per trained batch, `global_step epoch key key ...` to `out` (given to the CLI as
+    `--trainer.callbacks+=helpers.RecordKeys`), so tests can see which clips each step trained on."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        with open(self.out, "a") as f:
+            f.write(f"{trainer.global_step} {trainer.current_epoch} {' '.join(batch['key'])}\n")

@@ -113,11 +113,11 @@ def test_two_stage_run_end_to_end(tiny_base, demo_shards, tmp_path, monkeypatch)
     assert scalars["lr-AdamW/pg1"][0][1] == pytest.approx(1e-4)
     assert (tmp_path / "checkpoints" / "demo-combined" / "best.ckpt").is_file()
 
-    # The same run name again is refused, not overwritten.
-    before = (stage1 / "best.ckpt").read_bytes()
-    with pytest.raises(SystemExit, match="--ckpt_path"):
-        cli_main(["fit", *_configs(CONFIG_SETS["demo-quiz"]), *common, "--trainer.max_steps=2"])
-    assert (stage1 / "best.ckpt").read_bytes() == before
+    # The same command again resumes the run (weights, optimizer, step), it does not start over.
+    cli = cli_main(["fit", *_configs(CONFIG_SETS["demo-quiz"]), *common, "--trainer.max_steps=30",
+                    "--trainer.val_check_interval=8"])
+    assert cli.trainer.global_step == 30
+    assert torch.load(stage1 / "last.ckpt", weights_only=False)["global_step"] == 30
 
 
 def test_bad_paths_are_one_line_errors(tiny_base, tmp_path, monkeypatch):

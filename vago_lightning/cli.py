@@ -3,30 +3,51 @@
 A LightningCLI over XttsGPTModule and ShardDataModule. Settings the data and the model must share
 (base model, language) are linked, not repeated. `--run NAME` names the run: checkpoints go to
 `checkpoints/NAME/` (best.ckpt by validation loss, last.ckpt, periodic step-*.ckpt) and TensorBoard
-logs to `lightning_logs/NAME/`.
+logs to `lightning_logs/NAME/`. Running the same command again resumes that run from its newest
+good checkpoint; `--fresh true` moves the old run aside and starts over.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
+import lightning as L
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from .base_model import BaseModelError
+from .checkpoints import (
+    AtomicCheckpointIO, RunCheckpoint, move_aside, newest_good_checkpoint, remove_partial_saves,
+)
 from .data import DataError, ShardDataModule
+from .guard import DivergenceGuard, WarningSigns, say
 from .model import XttsGPTModule
+from .preflight import Preflight, PreflightError, resolve_precision
+
+
+class XttsTrainer(L.Trainer):
+    def __init__(self, *args, precision: Optional[str] = "auto", **kwargs):
+        """A Lightning Trainer whose precision may be "auto": bf16-mixed on GPUs that support it
+        (an RTX 4070 does), 16-mixed with a grad scaler on older CUDA cards, 32-true on CPU."""
+        on_cpu = str(kwargs.get("accelerator", "auto")) == "cpu"
+        chosen = resolve_precision(precision, cuda=False if on_cpu else None)
+        if precision in (None, "auto"):
+            say(f"precision: auto -> {chosen}", warning=False)
+        super().__init__(*args, precision=chosen, **kwargs)
 
 
 class XttsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run", type=str, default="run",
                             help="run name: checkpoints/<run>/ and lightning_logs/<run>/")
+        parser.add_argument("--fresh", type=bool, default=False,
+                            help="start the run over: an existing run of that name is moved aside, not resumed")
         parser.link_arguments("model.base_model", "data.base_model")
         parser.link_arguments("model.language", "data.language")
         # Always present, configurable under their own keys.
-        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "best_checkpoint")
         parser.set_defaults({
             "best_checkpoint.monitor": "val/loss", "best_checkpoint.mode": "min", "best_checkpoint.save_top_k": 1,
             "best_checkpoint.filename": "best", "best_checkpoint.save_last": True,
@@ -37,7 +58,13 @@ class XttsCLI(LightningCLI):
             "periodic_checkpoint.monitor": "step", "periodic_checkpoint.mode": "max",
             "periodic_checkpoint.every_n_train_steps": 500, "periodic_checkpoint.save_top_k": 3,
             "periodic_checkpoint.filename": "step-{step:06d}", "periodic_checkpoint.auto_insert_metric_name": False,
+            "periodic_checkpoint.save_last": True,  # last.ckpt: the newest state, whichever saved it
         })
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.mode": "min",
+                             "early_stopping.patience": 5, "early_stopping.check_finite": True})
+        parser.add_lightning_class_args(DivergenceGuard, "guard")
+        parser.add_lightning_class_args(WarningSigns, "warning_signs")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -50,23 +77,43 @@ class XttsCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir="lightning_logs", name=run, version="", default_hp_metric=False),
             )
-        if self.subcommand == "fit" and not config.get("ckpt_path"):
-            existing = sorted(Path(config.best_checkpoint.dirpath).glob("*.ckpt"))
-            if existing:
-                raise SystemExit(
-                    f"error: {config.best_checkpoint.dirpath} already holds run {run!r} ({existing[0].name}); "
-                    f"resume it with --ckpt_path {Path(config.best_checkpoint.dirpath) / 'last.ckpt'} "
-                    "or start another with --run NEW_NAME"
-                )
+        if self.subcommand == "fit":
+            self._resume_or_start(config, run)
+
+    def _resume_or_start(self, config, run: str) -> None:
+        """The same command resumes its run from the newest good checkpoint; --fresh moves it aside."""
+        ckpt_dir = Path(config.best_checkpoint.dirpath)
+        log_dir = Path("lightning_logs") / run
+        if config.fresh:
+            for moved in move_aside(ckpt_dir, log_dir):
+                say(f"--fresh: the earlier run is kept at {moved}", warning=False)
+            return
+        if not config.get("ckpt_path") and ckpt_dir.is_dir():
+            for partial in remove_partial_saves(ckpt_dir):
+                say(f"removed {partial}, a save that was interrupted")
+            path, step, problems = newest_good_checkpoint(ckpt_dir)
+            for problem in problems:
+                say(problem)
+            if path is not None:
+                say(f"resuming run {run!r} from {path} (step {step}); pass --fresh true to start it over",
+                    warning=False)
+                config.ckpt_path = str(path)
+        if config.get("ckpt_path"):
+            config.model.init_from = None  # the checkpoint holds the weights; init_from is for new runs
+
+    def after_instantiate_classes(self) -> None:
+        # Every checkpoint is written to a temporary file and renamed into place.
+        self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
     try:
         return XttsCLI(
-            XttsGPTModule, ShardDataModule, args=args, run=run,
+            XttsGPTModule, ShardDataModule, args=args, run=run, trainer_class=XttsTrainer,
+            trainer_defaults={"callbacks": [Preflight()]},  # always on, before the first step
             save_config_kwargs={"overwrite": True},  # a resumed run writes its config.yaml again
             parser_kwargs={"default_env": False},
         )
-    except (DataError, BaseModelError) as err:
+    except (DataError, BaseModelError, PreflightError) as err:
         # Bad input is one line that names the file or key and what to do, not a traceback.
         raise SystemExit(f"error: {err}") from None

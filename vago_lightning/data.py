@@ -129,6 +129,7 @@ class PlannedShardDataset(IterableDataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.skip = 0  # batches of this epoch already trained before a resume
 
     def __len__(self) -> int:
         return self.length
@@ -146,7 +147,7 @@ class PlannedShardDataset(IterableDataset):
 
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine = self.batches_fn(self.epoch)[worker::workers]
+        mine = self.batches_fn(self.epoch)[self.skip:][worker::workers]
         wanted = {(e["corpus"], e["key"]) for batch in mine for e in batch}
         shards = sorted({(e["corpus"], e["shard"]) for batch in mine for e in batch})
         raw = {}
@@ -167,15 +168,31 @@ class PlannedShardDataset(IterableDataset):
 
 
 class EpochLoader(DataLoader):
-    """A DataLoader that tells its dataset the trainer's epoch before each pass (new plan, new order)."""
+    """A DataLoader that tells its dataset the trainer's epoch before each pass (a new plan, a new
+    order), and that Lightning can checkpoint: after a resume mid-epoch it goes on with the batches
+    of that epoch's plan that were not trained yet, so no clip is seen twice or skipped."""
 
-    def __init__(self, dataset: PlannedShardDataset, epoch_fn, **kwargs):
+    def __init__(self, dataset: PlannedShardDataset, trainer=None, **kwargs):
         super().__init__(dataset, batch_size=None, **kwargs)
-        self.epoch_fn = epoch_fn
+        self.trainer = trainer
+        self._skip, self._skip_epoch = 0, None
 
     def __iter__(self):
-        self.dataset.epoch = self.epoch_fn()
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.dataset.epoch = epoch
+        self.dataset.skip = self._skip if self._skip_epoch == epoch else 0
+        self._skip, self._skip_epoch = 0, None
         return super().__iter__()
+
+    def state_dict(self) -> dict:
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._skip, self._skip_epoch = state["batches_done"], state["epoch"]
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -242,9 +259,7 @@ class ShardDataModule(L.LightningDataModule):
         length = len(plan_fn(0))  # the same for every epoch (weights give fixed counts)
         dataset = PlannedShardDataset(self.hparams.shards_dir, plan_fn, length, self.tokenizer,
                                       self.hparams.language, train=True, seed=self.hparams.seed)
-        trainer = self.trainer
-        return EpochLoader(dataset, _EpochOf(trainer), num_workers=self.hparams.num_workers,
-                           persistent_workers=False)
+        return EpochLoader(dataset, self.trainer, num_workers=self.hparams.num_workers, persistent_workers=False)
 
     # --- validation -------------------------------------------------------------------------
 
@@ -263,7 +278,7 @@ class ShardDataModule(L.LightningDataModule):
             return []
         dataset = PlannedShardDataset(self.hparams.shards_dir, _Fixed(batches), len(batches), self.tokenizer,
                                       self.hparams.language, train=False, seed=0)
-        return EpochLoader(dataset, _Zero(), num_workers=min(self.hparams.num_workers, len(batches)))
+        return EpochLoader(dataset, None, num_workers=min(self.hparams.num_workers, len(batches)))
 
 
 # Picklable callables (DataLoader workers are separate processes).
@@ -288,16 +303,3 @@ class _Fixed:
 
     def __call__(self, epoch: int):
         return self.batches
-
-
-class _EpochOf:
-    def __init__(self, trainer):
-        self.trainer = trainer
-
-    def __call__(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
-
-
-class _Zero:
-    def __call__(self) -> int:
-        return 0

@@ -118,6 +118,7 @@ class XttsGPTModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         losses = self.losses(batch)
+        self.last_loss = losses["loss"].detach()  # read by the divergence guard before the optimizer step
         size = batch["text"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name != "loss", batch_size=size)
