@@ -38,16 +38,34 @@ checkpoints/demo-quiz/best.ckpt: data_shards/manifest.json
 checkpoints/demo-combined/best.ckpt: checkpoints/demo-quiz/best.ckpt
 	$(PY) train.py fit --config finetune.yaml --config configs/demo.yaml
 
+# After training, as the seed: both stages exported to the XTTS-v2 layout (with the demo voice
+# stored as a named speaker), samples from stage two, and the two compared on one page.
+REF := $(DEMO)/quiz/wavs/quiz_0001.wav
+exported/demo-%/model.pth: checkpoints/demo-%/best.ckpt
+	$(PY) -m vago_lightning export --ckpt $< --out exported/demo-$* --speaker demo_host=$(REF) --overwrite
+
 demo: install $(TINY)/model.pth $(DEMO)/interview/metadata.csv
 	$(PY) -m vago_lightning prepare --corpus quiz=$(DEMO)/quiz --corpus interview=$(DEMO)/interview \
 	  --language hu --base-model $(TINY) --out data_shards
-	$(MAKE) --no-print-directory checkpoints/demo-combined/best.ckpt
+	$(MAKE) --no-print-directory exported/demo-quiz/model.pth exported/demo-combined/model.pth
+	$(PY) -m vago_lightning generate --model exported/demo-combined --reference $(REF) --out samples/demo-combined
+	$(PY) -m vago_lightning compare --model milliomos=exported/demo-quiz --model combined=exported/demo-combined \
+	  --reference $(REF) --out reports/demo
 
-test: install
+# The compare page is checked in a real headless browser (Debian's chromium).
+BROWSER_STAMP := $(VENV)/.browser
+$(BROWSER_STAMP): | $(STAMP)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install it (Debian/Ubuntu: sudo apt-get install chromium) for the page test" >&2; fi; }
+	touch $(BROWSER_STAMP)
+
+test: install $(BROWSER_STAMP)
 	$(PY) -m pytest
 
 # Everything but the cases marked slow.
-test-fast: install
+test-fast: install $(BROWSER_STAMP)
 	$(PY) -m pytest -m "not slow"
 
 tensorboard: install

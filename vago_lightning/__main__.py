@@ -4,6 +4,9 @@ Verbs:
   tiny-base   write a random base model in the XTTS-v2 release layout
   demo-data   synthesize the two Hungarian demo corpora with espeak-ng
   prepare     corpora to WebDataset shards with a stratified validation split
+  export      a training checkpoint to the XTTS-v2 release layout (coqui-tts loads it as is)
+  generate    speech from an exported model: one wav per sentence and temperature, and an index
+  compare     the same sentences from several models on one self-contained HTML page
 """
 
 from __future__ import annotations
@@ -53,6 +56,62 @@ def _prepare(args: argparse.Namespace) -> None:
     print((Path(args.out) / "summary.md").read_text())
 
 
+def _named_paths(specs: list[str], flag: str) -> dict:
+    from pathlib import Path
+
+    out: dict = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} {spec}: expected NAME=PATH")
+        out.setdefault(name, []).append(Path(path))
+    return out
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.out, args.base_model, _named_paths(args.speaker, "--speaker"),
+                            overwrite=args.overwrite)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1024**2
+    print(f"exported {args.ckpt} to {out} ({', '.join(sorted(p.name for p in out.iterdir()))}; {size:.0f} MB)")
+
+
+def _settings(args: argparse.Namespace):
+    from .synthesis import Settings
+
+    return Settings(language=args.language, seed=args.seed, max_new_tokens=args.max_new_tokens)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .synthesis import generate, read_texts
+
+    index = generate(args.model, [Path(r) for r in args.reference], read_texts(args.texts), args.temperature,
+                     args.out, _settings(args))
+    for s in index["samples"]:
+        print(f"{Path(args.out) / s['file']}: {s['duration']:.2f} s, RTF {s['real_time_factor']}")
+    print(f"index: {Path(args.out) / 'index.json'}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .compare import compare
+    from .synthesis import read_texts
+
+    models = {name: paths[0] for name, paths in _named_paths(args.model, "--model").items()}
+    if len(models) < 2:
+        raise ValueError("--model: give two or more, e.g. --model A=exported/milliomos --model B=exported/combined")
+    report = compare(models, [Path(r) for r in args.reference], read_texts(args.texts), args.temperature, args.out,
+                     _settings(args))
+    for name, m in report["models"].items():
+        print(f"{name}: speaker similarity {m['speaker_similarity']:.3f}, mean duration {m['duration']:.2f} s, "
+              f"RTF {m['real_time_factor']:.2f}")
+    print(f"page: {Path(args.out) / 'index.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vago_lightning", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_prepare)
+
+    p = verbs.add_parser("export", help="a training checkpoint to the XTTS-v2 release layout")
+    p.add_argument("--ckpt", required=True, help="a checkpoint of a run, e.g. checkpoints/combined/best.ckpt")
+    p.add_argument("--out", required=True, help="directory to write, e.g. exported/combined")
+    p.add_argument("--base-model", help="the base the run was trained on (default: the one it recorded)")
+    p.add_argument("--speaker", action="append", metavar="NAME=WAV",
+                   help="store a named voice from a reference recording in speakers_xtts.pth (repeatable)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_export)
+
+    for verb, helptext, func in (("generate", "speech from an exported model", _generate),
+                                 ("compare", "several models side by side on one HTML page", _compare)):
+        p = verbs.add_parser(verb, help=helptext)
+        if verb == "generate":
+            p.add_argument("--model", required=True, help="an exported model directory")
+        else:
+            p.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="repeat for each model")
+        p.add_argument("--reference", action="append", required=True, help="reference recording of the voice (repeatable)")
+        p.add_argument("--texts", help="UTF-8 file, one text per line (default: sentences in both registers)")
+        p.add_argument("--language", default="hu")
+        p.add_argument("--temperature", type=float, nargs="+", default=[0.55, 0.65, 0.75])
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--max-new-tokens", type=int, help="cap on generated codes (1 code = 1024 samples)")
+        p.add_argument("--out", required=True)
+        p.set_defaults(func=func)
     return parser
 
 

@@ -1,0 +1,162 @@
+"""After training: export loaded by coqui-tts, generate, compare in a real browser, audio in TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import lightning as L
+import pytest
+import soundfile as sf
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from helpers import corpus_samples
+from vago_lightning.__main__ import main
+from vago_lightning.base_model import RELEASE_FILES
+from vago_lightning.batching import Collate
+from vago_lightning.callbacks import SampleAudio
+from vago_lightning.export import export_checkpoint
+from vago_lightning.model import XttsGPTModule
+from vago_lightning.synthesis import load_xtts, split_sentences
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tiny_base, demo_corpora, tmp_path_factory):
+    """A real tiny run: a few steps on demo speech, saved by the Trainer."""
+    root, _ = demo_corpora
+    tmp = tmp_path_factory.mktemp("run")
+    L.seed_everything(0)
+    module = XttsGPTModule(base_model=str(tiny_base), lr=3e-4)
+    loader = DataLoader(corpus_samples(root / "quiz", module.tokenizer, 9), batch_size=3,
+                        collate_fn=Collate(train=True, seed=0))
+    trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp)
+    trainer.fit(module, loader)
+    trainer.save_checkpoint(tmp / "best.ckpt")
+    return tmp / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def exported(trained_ckpt, demo_corpora, tmp_path_factory):
+    root, _ = demo_corpora
+    out = tmp_path_factory.mktemp("exported") / "run"
+    assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(out), "--speaker",
+                 f"demo_host={root / 'quiz' / 'wavs' / 'quiz_0001.wav'}"]) == 0
+    return out
+
+
+def test_export_writes_the_release_layout_with_the_trained_gpt(exported, trained_ckpt, tiny_base):
+    assert sorted(p.name for p in exported.iterdir()) == sorted(RELEASE_FILES + ("speakers_xtts.pth",))
+    base_size = (tiny_base / "model.pth").stat().st_size
+    assert abs((exported / "model.pth").stat().st_size - base_size) < 0.01 * base_size  # no optimizer state
+    state = torch.load(exported / "model.pth", weights_only=True)["model"]
+    trained = torch.load(trained_ckpt, weights_only=False)["state_dict"]
+    base = torch.load(tiny_base / "model.pth", weights_only=True)["model"]
+    assert torch.equal(state["gpt.mel_head.weight"], trained["gpt.mel_head.weight"])
+    assert not torch.equal(state["gpt.mel_head.weight"], base["gpt.mel_head.weight"])  # it did train
+    hifigan = [k for k in base if k.startswith("hifigan_decoder.")]
+    assert hifigan and all(torch.equal(state[k], base[k]) for k in hifigan)
+
+
+def test_coqui_loads_the_export_unchanged_and_speaks(exported, demo_corpora):
+    root, _ = demo_corpora
+    model = load_xtts(exported)  # Xtts.load_checkpoint, strict=True
+    wav, sr = sf.read(root / "quiz" / "wavs" / "quiz_0002.wav", dtype="float32")
+    audio = torch.from_numpy(wav)[None]
+    out = model.inference("Melyik folyó szeli ketté Budapestet?", "hu",
+                          model.get_gpt_cond_latents(audio, sr), model.get_speaker_embedding(audio, sr),
+                          max_new_tokens=40)
+    assert len(out["wav"]) > 0 and torch.isfinite(torch.as_tensor(out["wav"])).all()
+
+
+def test_the_tts_api_uses_the_export_and_its_stored_voice(exported, tmp_path):
+    from TTS.api import TTS
+
+    tts = TTS(model_path=str(exported), config_path=str(exported / "config.json"))
+    assert tts.speakers == ["demo_host"]
+    tts.tts_to_file(text="Jó estét kívánok!", speaker="demo_host", language="hu",
+                    file_path=str(tmp_path / "api.wav"), max_new_tokens=40)
+    info = sf.info(tmp_path / "api.wav")
+    assert info.samplerate == 24000 and info.frames > 0
+
+
+def test_export_refuses_to_overwrite_and_names_a_missing_base(exported, trained_ckpt, tmp_path, capsys):
+    assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(exported)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(tmp_path / "x"), "--base-model",
+                 str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_split_sentences():
+    text = "Első mondat. Második mondat! " + "Hosszú, " * 60 + "vége."
+    pieces = split_sentences(text, limit=100)
+    assert pieces[:2] == ["Első mondat.", "Második mondat!"]
+    assert all(len(p) <= 100 for p in pieces) and " ".join(pieces).replace("  ", " ") == text.strip()
+
+
+def test_generate_writes_one_wav_per_sentence_and_temperature_and_an_index(exported, demo_corpora, tmp_path):
+    root, _ = demo_corpora
+    texts = tmp_path / "texts.txt"
+    long_text = "Ez egy hosszú szöveg. " * 14
+    texts.write_text(f"Jó estét kívánok!\n\n{long_text}\n", encoding="utf-8")
+    out = tmp_path / "samples"
+    assert main(["generate", "--model", str(exported), "--reference", str(root / "quiz" / "wavs" / "quiz_0001.wav"),
+                 "--texts", str(texts), "--temperature", "0.55", "0.75", "--max-new-tokens", "30",
+                 "--out", str(out)]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert [(s["file"], s["temperature"]) for s in index["samples"]] == [
+        ("000_t0.55.wav", 0.55), ("000_t0.75.wav", 0.75), ("001_t0.55.wav", 0.55), ("001_t0.75.wav", 0.75)]
+    for s in index["samples"]:
+        info = sf.info(out / s["file"])
+        assert info.samplerate == 24000 and abs(info.frames / 24000 - s["duration"]) < 1e-2
+        assert s["real_time_factor"] > 0 and s["text"]
+    # The long text (300+ characters) was spoken in pieces: longer than any single short line.
+    assert index["samples"][2]["duration"] > index["samples"][0]["duration"]
+
+
+def test_compare_page_renders_in_a_headless_browser(exported, demo_corpora, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (make test installs it)")
+    root, _ = demo_corpora
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Jó estét kívánok!\nHát, ez jó kérdés.\n", encoding="utf-8")
+    out = tmp_path / "report"
+    assert main(["compare", "--model", f"A={exported}", "--model", f"B={exported}", "--reference",
+                 str(root / "quiz" / "wavs" / "quiz_0001.wav"), "--texts", str(texts), "--temperature", "0.65",
+                 "--max-new-tokens", "20", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for m in report["models"].values():
+        assert -1.0 <= m["speaker_similarity"] <= 1.0 and m["duration"] > 0
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<audio") == 2 * 2  # a player per model for each sentence and temperature
+    figures = re.search(r'<table id="figures">(.*?)</table>', dom, re.S).group(1)
+    assert figures.count("<tr>") == 3 and "speaker similarity" in figures  # header + one row per model
+    assert 'id="checklist"' in dom and "Voice consistency" in dom
+    assert "data:audio/wav;base64," in dom  # self-contained: the audio is in the page
+
+
+def test_sample_audio_is_logged_to_tensorboard(tiny_base, demo_corpora, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _ = demo_corpora
+    module = XttsGPTModule(base_model=str(tiny_base), lr=3e-4)
+    samples = corpus_samples(root / "quiz", module.tokenizer, 6)
+    train = DataLoader(samples, batch_size=3, collate_fn=Collate(train=True, seed=0))
+    val = DataLoader(samples[:3], batch_size=3, collate_fn=Collate(train=False))
+    callback = SampleAudio(every_n_validations=2, max_new_tokens=20, sentences=["Jó estét!"])
+    trainer = L.Trainer(max_steps=4, val_check_interval=1, accelerator="cpu", enable_progress_bar=False,
+                        logger=TensorBoardLogger(tmp_path, name="run", version=""), enable_checkpointing=False,
+                        num_sanity_val_steps=0, enable_model_summary=False, check_val_every_n_epoch=None,
+                        callbacks=[callback])
+    trainer.fit(module, train, val)
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert "samples/0" in events.Tags()["audio"]
+    assert [e.step for e in events.Audio("samples/0")] == [2, 4]  # every second validation

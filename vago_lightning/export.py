@@ -1,0 +1,83 @@
+"""`export`: a training checkpoint to the public XTTS-v2 release layout, loadable by coqui-tts as is.
+
+    exported/<run>/ config.json model.pth vocab.json dvae.pth mel_stats.pth [speakers_xtts.pth]
+
+`model.pth` holds the fine-tuned GPT with the base's HiFiGAN decoder and mel statistics, and no
+optimizer state, so it is about the size of the base's model.pth.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .base_model import BaseModelError, check_base_dir
+
+COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
+SPEAKERS = "speakers_xtts.pth"
+
+
+def base_of_checkpoint(ckpt: dict, path: Path, override: str | Path | None) -> Path:
+    if override:
+        return check_base_dir(override)
+    for candidate in (ckpt.get("base_model"), ckpt.get("hyper_parameters", {}).get("base_model")):
+        if candidate and Path(candidate).is_dir():
+            return check_base_dir(candidate)
+    raise BaseModelError(f"{path}: its base model ({ckpt.get('base_model')}) is not there; pass --base-model DIR")
+
+
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, base_model: str | Path | None = None,
+                      speakers: dict[str, list[Path]] | None = None, overwrite: bool = False) -> Path:
+    """Write the release layout for `ckpt_path` to `out` (all at once: written aside, then renamed)."""
+    ckpt_path, final = Path(ckpt_path), Path(out)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"--ckpt {ckpt_path}: not found")
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise FileExistsError(f"{final}: exists; pass --overwrite or choose another --out")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if "state_dict" not in ckpt:
+        raise BaseModelError(f"{ckpt_path}: not a Lightning checkpoint of a vago_lightning run")
+    base = base_of_checkpoint(ckpt, ckpt_path, base_model)
+    trained = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.")}
+    release = torch.load(base / "model.pth", map_location="cpu", weights_only=False)
+    state = dict(release["model"])
+    base_gpt = {k for k in state if k.startswith("gpt.")}
+    if set(trained) != base_gpt:
+        raise BaseModelError(f"{ckpt_path}: its GPT keys differ from {base / 'model.pth'} "
+                             f"({sorted(set(trained) ^ base_gpt)[:3]}); pass the base it was trained on")
+    for key, value in trained.items():
+        if value.shape != state[key].shape:
+            raise BaseModelError(f"{ckpt_path}: {key} is {tuple(value.shape)}, the base has {tuple(state[key].shape)}")
+        state[key] = value.to(state[key].dtype)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        torch.save({"model": state}, tmp / "model.pth")
+        for name in COPIED + ((SPEAKERS,) if (base / SPEAKERS).is_file() else ()):
+            shutil.copy2(base / name, tmp / name)
+        if speakers:
+            add_speakers(tmp, speakers)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return final
+
+
+def add_speakers(model_dir: Path, speakers: dict[str, list[Path]]) -> None:
+    """Store named voices in speakers_xtts.pth, so `TTS(...).tts(text, speaker=NAME)` needs no audio."""
+    from .synthesis import load_xtts, voice_from_references
+
+    model = load_xtts(model_dir)
+    table = torch.load(model_dir / SPEAKERS, weights_only=True) if (model_dir / SPEAKERS).is_file() else {}
+    for name, references in speakers.items():
+        latents, embedding = voice_from_references(model, references)
+        table[name] = {"gpt_cond_latent": latents.cpu(), "speaker_embedding": embedding.cpu()}
+    torch.save(table, model_dir / SPEAKERS)
