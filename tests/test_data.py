@@ -108,3 +108,11 @@ def test_unknown_corpus_and_language_mismatch_are_named(demo_shards, tiny_base):
         _datamodule(demo_shards, tiny_base, language="en")
     with pytest.raises(DataError, match="manifest.json: not found"):
         ShardDataModule(shards_dir=str(demo_shards / "nowhere"), base_model=str(tiny_base)).setup("fit")
+
+
+def test_shards_are_read_through_urls_too(demo_shards, tiny_base):
+    """webdataset opens the shards: a URL prefix (here file://) works as well as a path."""
+    dm = _datamodule(demo_shards, tiny_base, num_workers=0)
+    by_url = ShardDataModule(shards_dir=demo_shards.as_uri(), base_model=str(tiny_base), num_workers=0)
+    by_url.setup("fit")
+    assert [b["key"] for b in by_url.val_dataloader()] == [b["key"] for b in dm.val_dataloader()]

@@ -270,3 +270,18 @@ def test_sigkill_mid_save_and_mid_step_then_resume_continues_exactly(tiny_base, 
     epoch0 = [k for step in range(1, 28) for k in latest[step][1]]
     assert all(latest[step][0] == 0 for step in range(1, 28)) and latest[28][0] == 1
     assert len(epoch0) == len(set(epoch0)) == 80
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(tiny_base, demo_shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    # lr 0: the validation loss never improves, so the run must end after `patience` more validations.
+    cli = cli_main(["fit", *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+                    f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=0",
+                    "--model.lr=0", "--trainer.max_steps=60", "--trainer.val_check_interval=4",
+                    "--early_stopping.patience=2", "--early_stopping.min_delta=1e-3"])
+    stopper = cli.trainer.early_stopping_callback
+    assert stopper.monitor == "val/loss" and stopper.wait_count == 2
+    assert cli.trainer.global_step == 12  # validations at 4 (best), 8 and 12: stopped, not at 60
+    best = torch.load(tmp_path / "checkpoints" / "demo-quiz" / "best.ckpt", weights_only=False)
+    assert best["global_step"] == 4

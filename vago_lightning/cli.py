@@ -9,6 +9,7 @@ good checkpoint; `--fresh true` moves the old run aside and starts over.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,13 @@ from .data import DataError, ShardDataModule
 from .guard import DivergenceGuard, WarningSigns, say
 from .model import XttsGPTModule
 from .preflight import Preflight, PreflightError, resolve_precision
+
+
+# Two Lightning warnings that describe this design, not a problem: the frozen DVAE and mel
+# extractors stay in eval mode on purpose, and the planned dataset splits its batches among
+# workers itself, so its length is exact.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 class XttsTrainer(L.Trainer):
