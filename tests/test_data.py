@@ -116,3 +116,10 @@ def test_shards_are_read_through_urls_too(demo_shards, tiny_base):
     by_url = ShardDataModule(shards_dir=demo_shards.as_uri(), base_model=str(tiny_base), num_workers=0)
     by_url.setup("fit")
     assert [b["key"] for b in by_url.val_dataloader()] == [b["key"] for b in dm.val_dataloader()]
+
+
+def test_corpus_weights_through_the_loader(demo_shards, tiny_base):
+    dm = _datamodule(demo_shards, tiny_base, num_workers=0, corpora=["quiz"], corpus_weights={"quiz": 2.0})
+    keys = [k for b in dm.train_dataloader() for k in b["key"]]
+    counts = Counter(keys)
+    assert len(counts) == 80 and set(counts.values()) == {2}  # every quiz clip twice per epoch

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -50,8 +51,10 @@ def _join(root: str, *parts: str) -> str:
 
 
 def load_manifest(shards_dir: str) -> dict:
+    from .prepare import MANIFEST_VERSION
+
     manifest = json.loads(_read_text(_join(shards_dir, "manifest.json")))
-    if manifest.get("version") != 2:
+    if manifest.get("version") != MANIFEST_VERSION:
         raise DataError(f"{_join(shards_dir, 'manifest.json')}: written by another version of prepare; run prepare again")
     return manifest
 
@@ -61,13 +64,15 @@ def check_codes_match(manifest: dict, corpora: list[str], base_model: str, where
     from .prepare import sha256_file
 
     base = Path(base_model)
-    for name in corpora:
-        entry = manifest["corpora"][name]
-        if not entry.get("codes"):
-            continue
-        made_with = entry["base_model"]
+    with_codes = [name for name in corpora if manifest["corpora"][name].get("codes")]
+    if not with_codes:
+        return
+    ours = {field: sha256_file(base / file) for file, field in (("dvae.pth", "dvae_sha256"),
+                                                                ("mel_stats.pth", "mel_stats_sha256"))}
+    for name in with_codes:
+        made_with = manifest["corpora"][name]["base_model"]
         for file, field in (("dvae.pth", "dvae_sha256"), ("mel_stats.pth", "mel_stats_sha256")):
-            if sha256_file(base / file) != made_with[field]:
+            if ours[field] != made_with[field]:
                 raise DataError(
                     f"{where}: corpus {name!r} has DVAE codes made with {made_with['path']}/{file}, which differs "
                     f"from {base / file}; run prepare again with --base-model {base}"
@@ -148,23 +153,31 @@ class PlannedShardDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         mine = self.batches_fn(self.epoch)[self.skip:][worker::workers]
-        wanted = {(e["corpus"], e["key"]) for batch in mine for e in batch}
-        shards = sorted({(e["corpus"], e["shard"]) for batch in mine for e in batch})
-        raw = {}
-        for corpus, shard in shards:
-            for sample in wds.DataPipeline(wds.SimpleShardList([_join(self.shards_dir, corpus, shard)]),
-                                           wds.tarfile_to_samples()):
-                if (corpus, sample["__key__"]) in wanted:
-                    raw[(corpus, sample["__key__"])] = sample
+        uses = Counter((e["corpus"], e["key"]) for batch in mine for e in batch)  # >1 with corpus_weights
+        read: set = set()
+        cache: dict = {}
         # A worker's batches are every `workers`-th one; DataLoader interleaves workers in turn,
         # so the rank sees its batches in plan order.
         collate = Collate(train=self.train, seed=hash((self.seed, self.epoch, worker)) if self.train else 0)
         for batch in mine:
-            missing = [e["key"] for e in batch if (e["corpus"], e["key"]) not in raw]
+            # Each shard is streamed once per epoch, when a batch first needs it; a sample is kept
+            # only until its batch is made.
+            for corpus, shard in sorted({(e["corpus"], e["shard"]) for e in batch} - read):
+                read.add((corpus, shard))
+                for sample in wds.DataPipeline(wds.SimpleShardList([_join(self.shards_dir, corpus, shard)]),
+                                               wds.tarfile_to_samples()):
+                    if (corpus, sample["__key__"]) in uses:
+                        cache[(corpus, sample["__key__"])] = sample
+            missing = [e["key"] for e in batch if (e["corpus"], e["key"]) not in cache]
             if missing:
                 raise DataError(f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
                                 "shards; run prepare again")
-            yield collate([self._sample(raw[(e["corpus"], e["key"])], e["corpus"]) for e in batch])
+            yield collate([self._sample(self._take(cache, uses, (e["corpus"], e["key"])), e["corpus"]) for e in batch])
+
+    @staticmethod
+    def _take(cache: dict, uses: Counter, key: tuple) -> dict:
+        uses[key] -= 1
+        return cache.pop(key) if uses[key] == 0 else cache[key]
 
 
 class EpochLoader(DataLoader):
