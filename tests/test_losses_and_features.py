@@ -142,3 +142,12 @@ def test_lr_schedule():
     assert lr_factor(50, 0, "cosine", 100, 0.1) == pytest.approx(0.55)
     assert lr_factor(100, 0, "cosine", 100, 0.1) == pytest.approx(0.1)
     assert lr_factor(500, 0, "cosine", 100, 0.1) == pytest.approx(0.1)
+
+
+def test_dvae_codes_are_fp32_under_mixed_precision(tiny_base):
+    stats = torch.load(tiny_base / "mel_stats.pth", weights_only=True)
+    dvae, mel = load_dvae(tiny_base / "dvae.pth"), dvae_mel(stats)
+    wav = torch.randn(2, 50_000) * 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = dvae_codes(dvae, mel, wav)
+    assert torch.equal(mixed, dvae_codes(dvae, mel, wav))

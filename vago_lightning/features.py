@@ -47,8 +47,12 @@ def conditioning_mel(mel_stats: torch.Tensor) -> LogMelSpectrogram:
 
 @torch.no_grad()
 def dvae_codes(dvae: nn.Module, mel: nn.Module, wav: torch.Tensor) -> torch.Tensor:
-    """wav [B, T] at 22,050 Hz -> DVAE codes [B, ~T/1024] (int64), with the frozen DVAE."""
-    return dvae.get_codebook_indices(mel(wav))
+    """wav [B, T] at 22,050 Hz -> DVAE codes [B, ~T/1024] (int64), with the frozen DVAE.
+
+    Always in fp32, also under mixed precision: a nearest-codebook search in bf16 can pick another
+    code than `prepare` stored."""
+    with torch.autocast(wav.device.type, enabled=False):
+        return dvae.get_codebook_indices(mel(wav))
 
 
 def code_count(num_samples: int) -> int:

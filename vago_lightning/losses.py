@@ -51,29 +51,19 @@ def mask_prompt_per_item(targets: torch.Tensor, cond_idxs: torch.Tensor, stride:
 
 def gpt_losses(gpt, text: torch.Tensor, text_lengths: torch.Tensor, codes: torch.Tensor,
                wav_lengths: torch.Tensor, cond_mels: torch.Tensor, cond_idxs: torch.Tensor | None,
-               prompt_masking: PromptMasking = "coqui", per_item: bool = False):
+               prompt_masking: PromptMasking = "coqui"):
     """Unweighted (text CE, mel CE) of coqui's GPT on one batch.
 
     `cond_idxs` is never modified (coqui's forward divides it in place, so it gets a copy).
-    With `per_item=True` the mel CE comes back per item [B] (mean over its own target positions);
-    the text CE stays a batch mean, since GPT.forward does not return the text logits.
     """
     coqui_idxs = cond_idxs.clone() if (cond_idxs is not None and prompt_masking == "coqui") else None
     loss_text, loss_mel, mel_logits = gpt(text, text_lengths, codes, wav_lengths, cond_mels=cond_mels,
                                           cond_idxs=coqui_idxs)
-    if prompt_masking == "coqui" and not per_item:
-        return loss_text, loss_mel
-    targets = mel_targets(codes, wav_lengths, gpt.code_stride_len, gpt.stop_audio_token)
-    if cond_idxs is not None:
-        if prompt_masking == "per_item":
-            targets = mask_prompt_per_item(targets, cond_idxs, gpt.code_stride_len)
-        else:
-            raise ValueError("per-item losses with coqui's prompt masking are not defined; pass cond_idxs=None")
-    ce = F.cross_entropy(mel_logits.float(), targets, ignore_index=-1, reduction="none", label_smoothing=gpt.label_smoothing)
-    if per_item:
-        counts = (targets != -1).sum(dim=1).clamp(min=1)
-        return loss_text, ce.sum(dim=1) / counts
-    return loss_text, ce.sum() / (targets != -1).sum().clamp(min=1)
+    if prompt_masking == "coqui" or cond_idxs is None:
+        return loss_text, loss_mel  # without cond_idxs nothing is masked: both variants agree
+    targets = mask_prompt_per_item(mel_targets(codes, wav_lengths, gpt.code_stride_len, gpt.stop_audio_token),
+                                   cond_idxs, gpt.code_stride_len)
+    return loss_text, F.cross_entropy(mel_logits.float(), targets, ignore_index=-1, label_smoothing=gpt.label_smoothing)
 
 
 def weighted(loss_text: torch.Tensor, loss_mel: torch.Tensor, weights: LossWeights) -> dict[str, torch.Tensor]:

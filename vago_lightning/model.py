@@ -108,11 +108,11 @@ class XttsGPTModule(L.LightningModule):
         cond_mels = self.cond_mel(batch["cond_wav"]).unsqueeze(1)
         return codes, cond_mels
 
-    def losses(self, batch: dict, per_item: bool = False) -> dict[str, torch.Tensor]:
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         codes, cond_mels = self.batch_features(batch)
         loss_text, loss_mel = gpt_losses(
             self.gpt, batch["text"], batch["text_lengths"], codes, batch["wav_lengths"], cond_mels,
-            batch.get("cond_idxs"), self.hparams.prompt_masking, per_item=per_item,
+            batch.get("cond_idxs"), self.hparams.prompt_masking,
         )
         return weighted(loss_text, loss_mel, self.weights)
 
