@@ -9,6 +9,7 @@ good checkpoint; `--fresh true` moves the old run aside and starts over.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -93,6 +94,8 @@ class XttsCLI(LightningCLI):
         ckpt_dir = Path(config.best_checkpoint.dirpath)
         log_dir = Path("lightning_logs") / run
         if config.fresh:
+            if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+                return  # DDP processes started by rank 0 re-run this command: only rank 0 moves the run
             for moved in move_aside(ckpt_dir, log_dir):
                 say(f"--fresh: the earlier run is kept at {moved}", warning=False)
             return
