@@ -9,7 +9,30 @@ import lightning as L
 import pytest
 
 from vago_lightning.data import ShardDataModule
+from vago_lightning.guard import DivergenceGuard
 from vago_lightning.model import XttsGPTModule
+
+
+class OneRankSeesNaN(XttsGPTModule):
+    """Rank 1 alone sees a non-finite loss at step 3 (its gradients stay finite): unless the ranks
+    decide together, rank 1 would skip a step that rank 0 applies and their weights would part."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.trainer.global_rank == 1 and self.trainer.global_step == 3:
+            self.last_loss = loss.detach() * float("nan")
+        return loss
+
+
+class ReportGuard(L.Callback):
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        guard = next(cb for cb in trainer.callbacks if isinstance(cb, DivergenceGuard))
+        total = sum(float(p.double().sum()) for p in pl_module.gpt.parameters())
+        (Path(self.out) / f"guard-rank{trainer.global_rank}.json").write_text(
+            json.dumps({"skipped": guard.skipped, "weights": total}))
 
 
 class RecordKeys(L.Callback):
@@ -25,15 +48,15 @@ class RecordKeys(L.Callback):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_sees_every_sample_once_per_epoch(tiny_base, demo_shards, tmp_path):
+def test_two_process_ddp_sees_every_sample_once_per_epoch_and_the_guard_decides_together(tiny_base, demo_shards, tmp_path):
     seen = tmp_path / "seen"
     seen.mkdir()
-    model = XttsGPTModule(base_model=str(tiny_base), lr=1e-4)
+    model = OneRankSeesNaN(base_model=str(tiny_base), lr=1e-4)
     data = ShardDataModule(shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"],
                            num_workers=0)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        val_check_interval=7, check_val_every_n_epoch=None, callbacks=[RecordKeys(str(seen))],
+                        val_check_interval=7, check_val_every_n_epoch=None, callbacks=[RecordKeys(str(seen)), DivergenceGuard(), ReportGuard(str(seen))],
                         default_root_dir=tmp_path)
     trainer.fit(model, data)
     manifest = json.loads((demo_shards / "manifest.json").read_text())
@@ -45,3 +68,7 @@ def test_two_process_ddp_sees_every_sample_once_per_epoch(tiny_base, demo_shards
         ranks = [" ".join(rank_lines).split() for rank_lines in lines]
         assert len(ranks[0]) + len(ranks[1]) == len(train_keys)
         assert set(ranks[0]) | set(ranks[1]) == train_keys and not set(ranks[0]) & set(ranks[1])
+    # The guard's decision was taken by both ranks: both skipped, and the weights stayed identical.
+    reports = [json.loads((seen / f"guard-rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["skipped"] == reports[1]["skipped"] == 1
+    assert reports[0]["weights"] == reports[1]["weights"]
