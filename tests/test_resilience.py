@@ -285,3 +285,26 @@ def test_early_stopping_ends_a_run_that_stops_improving(tiny_base, demo_shards, 
     assert cli.trainer.global_step == 12  # validations at 4 (best), 8 and 12: stopped, not at 60
     best = torch.load(tmp_path / "checkpoints" / "demo-quiz" / "best.ckpt", weights_only=False)
     assert best["global_step"] == 4
+
+
+def test_resume_mid_epoch_with_a_cosine_schedule_trains_the_rest_of_the_epoch(tiny_base, demo_shards, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    keys_file = tmp_path / "keys.txt"
+    args = ["fit", *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+            f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=0",
+            "--model.lr_schedule=cosine", "--trainer.val_check_interval=27",
+            "--periodic_checkpoint.every_n_train_steps=5", "--trainer.callbacks+=helpers.RecordKeys",
+            f"--trainer.callbacks.out={keys_file}"]
+    cli_main(args + ["--trainer.max_steps=10"])  # stops mid-epoch 0 (27 steps)
+    cli = cli_main(args + ["--trainer.max_epochs=1"])  # resumes at step 10, finishes the epoch
+    assert cli.trainer.global_step == 27
+    assert cli.model.total_optimizer_steps() == 27  # from the data plan
+    latest = {}
+    for line in keys_file.read_text().splitlines():
+        step, _, *keys = line.split()
+        latest[int(step)] = keys
+    assert sorted(latest) == list(range(1, 28))
+    epoch = [k for step in range(1, 28) for k in latest[step]]
+    assert len(epoch) == len(set(epoch)) == 80  # every quiz clip once, none twice

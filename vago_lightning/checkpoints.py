@@ -85,9 +85,20 @@ def move_aside(*paths: Path) -> list[Path]:
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that also writes last.ckpt when training ends (max_steps, early stop, the
-    guard), so last.ckpt is always the newest state of the run."""
+    """ModelCheckpoint that also writes last.ckpt when training ends, so last.ckpt is always the
+    newest state of the run: after the final step when the run stops mid-epoch (max_steps, the
+    guard), at the end of the final epoch otherwise. Saving there, not in `on_train_end`, keeps the
+    loop state exact: a checkpoint written after the loops finished would mark an unfinished epoch
+    as done, and a resume would skip the rest of it."""
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.save_last and not trainer.fast_dev_run and trainer.global_step > 0:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.save_last and (trainer.global_step == trainer.max_steps or trainer.should_stop):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        final = trainer.max_epochs is not None and trainer.max_epochs > 0 and \
+            trainer.current_epoch + 1 >= trainer.max_epochs
+        if self.save_last and final and trainer.global_step > 0:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

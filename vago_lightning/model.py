@@ -7,6 +7,7 @@ is not held at all: export takes it from the base's model.pth.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -153,11 +154,24 @@ class XttsGPTModule(L.LightningModule):
         hp = self.hparams
         optimizer = torch.optim.AdamW(weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr,
                                       betas=tuple(hp.betas), eps=hp.eps)
-        total = self.trainer.estimated_stepping_batches if hp.lr_schedule == "cosine" else 0
+        total = self.total_optimizer_steps() if hp.lr_schedule == "cosine" else 0
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, hp.warmup_steps, hp.lr_schedule, int(total), hp.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def total_optimizer_steps(self) -> int:
+        """The run's length for the cosine schedule. Taken from max_steps or from the data plan, not
+        from `trainer.estimated_stepping_batches`: calling that sets up the train loader early, and
+        Lightning then never restores its position on a resume (Lightning issue #20550)."""
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "batches_per_epoch") or not trainer.max_epochs:
+            return int(trainer.estimated_stepping_batches)
+        per_epoch = math.ceil(datamodule.batches_per_epoch() / trainer.accumulate_grad_batches)
+        return per_epoch * trainer.max_epochs
 
     # --- checkpoints ------------------------------------------------------------------------
 
