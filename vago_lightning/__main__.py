@@ -39,13 +39,10 @@ def _prepare(args: argparse.Namespace) -> None:
     from .prepare import PrepareSettings, prepare
 
     corpora = {}
-    for spec in args.corpus:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--corpus {spec}: expected NAME=DIRECTORY, e.g. --corpus quiz=corpora/demo/quiz")
-        if name in corpora:
+    for name, paths in _named_paths(args.corpus, "--corpus").items():
+        if len(paths) > 1:
             raise ValueError(f"--corpus {name}: given twice")
-        corpora[name] = Path(path)
+        corpora[name] = paths[0]
     settings = PrepareSettings(language=args.language, val_fraction=args.val_fraction, seed=args.seed,
                                min_seconds=args.min_seconds, shard_size=args.shard_size)
     base = Path(args.base_model) if args.base_model else None
@@ -63,7 +60,7 @@ def _named_paths(specs: list[str], flag: str) -> dict:
     for spec in specs or []:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"{flag} {spec}: expected NAME=PATH")
+            raise ValueError(f"{flag} {spec}: expected NAME=DIRECTORY, e.g. {flag} quiz=corpora/demo/quiz")
         out.setdefault(name, []).append(Path(path))
     return out
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections import namedtuple
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .files import publish_dir
 
 RELEASE_FILES = ("config.json", "model.pth", "dvae.pth", "mel_stats.pth", "vocab.json")
 
@@ -137,6 +137,17 @@ class TinyBaseSpec:
 
 def write_tiny_base(out: str | Path, spec: TinyBaseSpec = TinyBaseSpec(), overwrite: bool = False) -> Path:
     """Write a randomly initialised base model in the XTTS-v2 release layout to `out`."""
+    spec.validate()
+    final = Path(out)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise BaseModelError(f"{final}: exists and is not empty; pass --overwrite or choose another --out")
+    # Written aside and renamed into place: an interrupted write never leaves a half base model.
+    with publish_dir(final) as out:
+        _write_tiny_files(out, spec)
+    return final
+
+
+def _write_tiny_files(out: Path, spec: TinyBaseSpec) -> None:
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.layers.xtts.dvae import DiscreteVAE
     from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
@@ -144,14 +155,6 @@ def write_tiny_base(out: str | Path, spec: TinyBaseSpec = TinyBaseSpec(), overwr
 
     from .demo_text import all_demo_sentences
 
-    spec.validate()
-    final = Path(out)
-    if final.exists() and any(final.iterdir()) and not overwrite:
-        raise BaseModelError(f"{final}: exists and is not empty; pass --overwrite or choose another --out")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed into place: an interrupted write never leaves a half base model.
-    out = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    out.chmod(0o755)
     torch.manual_seed(spec.seed)
 
     config = XttsConfig()
@@ -183,10 +186,6 @@ def write_tiny_base(out: str | Path, spec: TinyBaseSpec = TinyBaseSpec(), overwr
     dvae = DiscreteVAE(**dvae_kwargs)
     torch.save(dvae.state_dict(), out / "dvae.pth")
     torch.save(mel_stats, out / "mel_stats.pth")
-    if final.exists():
-        shutil.rmtree(final)
-    out.rename(final)
-    return final
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +259,12 @@ def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:
 
 def load_gpt_weights(gpt, state: dict, source: str | Path) -> None:
     """Load strictly; a missing, extra or mis-shaped key fails naming the key and both shapes."""
-    own = gpt.state_dict()
+    check_gpt_state(gpt.state_dict(), state, source)
+    gpt.load_state_dict(state, strict=True)
+
+
+def check_gpt_state(own: dict, state: dict, source: str | Path) -> None:
+    """Raise unless `state` has exactly the keys and shapes of `own` (both keyed relative to the GPT)."""
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
             raise BaseModelError(
@@ -272,4 +276,3 @@ def load_gpt_weights(gpt, state: dict, source: str | Path) -> None:
     if missing or unexpected:
         raise BaseModelError(f"{source}: GPT keys do not match the base model (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
-    gpt.load_state_dict(state, strict=True)

@@ -271,9 +271,8 @@ class ShardDataModule(L.LightningDataModule):
         return len(_RankPlan(self, self._world()[0])(0))
 
     def train_dataloader(self):
-        rank, _ = self._world()
-        plan_fn = _RankPlan(self, rank)
-        length = self.batches_per_epoch()  # the same for every epoch (weights give fixed counts)
+        plan_fn = _RankPlan(self, self._world()[0])
+        length = len(plan_fn(0))  # the same for every epoch (weights give fixed counts)
         dataset = PlannedShardDataset(self.hparams.shards_dir, plan_fn, length, self.tokenizer,
                                       self.hparams.language, train=True, seed=self.hparams.seed)
         return EpochLoader(dataset, self.trainer, num_workers=self.hparams.num_workers, persistent_workers=False)

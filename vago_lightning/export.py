@@ -9,12 +9,12 @@ optimizer state, so it is about the size of the base's model.pth.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .base_model import BaseModelError, check_base_dir
+from .base_model import BaseModelError, check_base_dir, check_gpt_state, gpt_state_from_checkpoint
+from .files import publish_dir
 
 COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
 SPEAKERS = "speakers_xtts.pth"
@@ -37,37 +37,22 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, base_model: str | 
         raise FileNotFoundError(f"--ckpt {ckpt_path}: not found")
     if final.exists() and any(final.iterdir()) and not overwrite:
         raise FileExistsError(f"{final}: exists; pass --overwrite or choose another --out")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     if "state_dict" not in ckpt:
         raise BaseModelError(f"{ckpt_path}: not a Lightning checkpoint of a vago_lightning run")
     base = base_of_checkpoint(ckpt, ckpt_path, base_model)
-    trained = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.")}
-    release = torch.load(base / "model.pth", map_location="cpu", weights_only=False)
-    state = dict(release["model"])
-    base_gpt = {k for k in state if k.startswith("gpt.")}
-    if set(trained) != base_gpt:
-        raise BaseModelError(f"{ckpt_path}: its GPT keys differ from {base / 'model.pth'} "
-                             f"({sorted(set(trained) ^ base_gpt)[:3]}); pass the base it was trained on")
+    trained, _ = gpt_state_from_checkpoint(ckpt_path)
+    state = dict(torch.load(base / "model.pth", map_location="cpu", weights_only=False)["model"])
+    check_gpt_state({k[4:]: v for k, v in state.items() if k.startswith("gpt.")}, trained, ckpt_path)
     for key, value in trained.items():
-        if value.shape != state[key].shape:
-            raise BaseModelError(f"{ckpt_path}: {key} is {tuple(value.shape)}, the base has {tuple(state[key].shape)}")
-        state[key] = value.to(state[key].dtype)
+        state[f"gpt.{key}"] = value.to(state[f"gpt.{key}"].dtype)
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    tmp.chmod(0o755)
-    try:
+    with publish_dir(final) as tmp:
         torch.save({"model": state}, tmp / "model.pth")
         for name in COPIED + ((SPEAKERS,) if (base / SPEAKERS).is_file() else ()):
             shutil.copy2(base / name, tmp / name)
         if speakers:
             add_speakers(tmp, speakers)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return final
 
 

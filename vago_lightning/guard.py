@@ -58,8 +58,13 @@ class DivergenceGuard(L.Callback):
         loss_bad = loss is not None and not bool(torch.isfinite(loss))
         loss_bad = trainer.strategy.reduce_boolean_decision(loss_bad, all=False)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        squares = torch.stack([p.grad.detach().float().pow(2).sum() for p in params]).sum() if params else None
-        grads_bad = squares is not None and not bool(torch.isfinite(squares))  # the same on every rank
+        # One pass over the gradients serves the check and TensorBoard (after AMP unscaling, before
+        # clipping); under DDP they are already reduced, so this is the same on every rank.
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm(2) for p in params])) \
+            if params else None
+        if norm is not None:
+            pl_module.log("train/grad_norm", norm)
+        grads_bad = norm is not None and not bool(torch.isfinite(norm))
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if grads_bad and not loss_bad and scaler is not None:
             return  # 16-mixed: the grad scaler skips this step and lowers its scale; that is normal

@@ -142,12 +142,6 @@ class XttsGPTModule(L.LightningModule):
                      add_dataloader_idx=False)
         return totals["loss"]
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """The total gradient norm (after AMP unscaling, before clipping), for TensorBoard."""
-        norms = [p.grad.detach().norm(2) for p in self.gpt.parameters() if p.grad is not None]
-        if norms:
-            self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack(norms), 2))
-
     # --- optimizer --------------------------------------------------------------------------
 
     def configure_optimizers(self):

@@ -13,10 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
-import tempfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -27,6 +25,7 @@ import numpy as np
 
 from .audio import AudioError, ClipLimits, SAMPLE_RATE, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, shard_key
+from .files import publish_dir, write_text_atomic
 
 MANIFEST_VERSION = 2
 CATEGORIES = ("short", "medium", "long", "question")
@@ -86,10 +85,11 @@ def inputs_fingerprint(items: list[Item], rejections: list[Rejection], settings:
 _WORKER: dict = {}
 
 
-def _init_worker(base_dir: str | None, limits: ClipLimits) -> None:
+def _init_worker(base_dir: str | None, limits: ClipLimits, threads: int | None = 1) -> None:
     import torch
 
-    torch.set_num_threads(1)  # one process per core instead
+    if threads:
+        torch.set_num_threads(threads)  # worker processes: one per core instead
     _WORKER["limits"] = limits
     _WORKER["dvae"] = None
     if base_dir:
@@ -122,26 +122,26 @@ def _process(item: Item) -> dict:
 
 def _run_clips(items: list[Item], base_dir: Path | None, limits: ClipLimits, workers: int, label: str,
                progress: bool) -> list[dict]:
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    args = (str(base_dir) if base_dir else None, limits)
+    if workers <= 1:
+        _init_worker(*args, threads=None)  # in this process: leave its thread count alone
+        pool, mapped = nullcontext(), map(_process, items)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                   initargs=args)
+        mapped = pool.map(_process, items, chunksize=4)
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with pool, Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(label, total=len(items))
-        args = (str(base_dir) if base_dir else None, limits)
-        if workers <= 1:
-            _init_worker(*args)
-            results = []
-            for item in items:
-                results.append(_process(item))
-                bar.advance(task)
-            return results
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=args) as pool:
-            results = []
-            for result in pool.map(_process, items, chunksize=4):
-                results.append(result)
-                bar.advance(task)
-            return results
+        results = []
+        for result in mapped:
+            results.append(result)
+            bar.advance(task)
+        return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +213,21 @@ def _split_stats(records: list[dict]) -> dict:
 # One corpus
 
 
+def _text_problem(text: str, duplicate: bool, tokenizer, settings: PrepareSettings) -> tuple[str, str] | None:
+    """(reason, detail) when an item cannot be used for its id or text, before its audio is read."""
+    if duplicate:
+        return "duplicate_id", "id {id!r} (key {key}) appears earlier in the corpus"
+    if not any(ch.isalnum() for ch in text):
+        return "empty_text", "no text after cleaning"
+    if tokenizer is not None:
+        ids = tokenizer.encode(text, settings.language)
+        if 1 in ids:  # [UNK]
+            return "unknown_tokens", "text has characters the base model's vocab.json does not know"
+        if len(ids) > settings.max_text_tokens:
+            return "too_many_tokens", f"{len(ids)} tokens > {settings.max_text_tokens}"
+    return None
+
+
 def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, base_dir: Path | None,
                    base: dict | None, workers: int, progress: bool, previous: dict | None) -> tuple[dict, bool]:
     """Build (or keep) `out/<name>`; returns its corpus.json entry and whether it was rebuilt."""
@@ -230,32 +245,18 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
 
         tokenizer = load_tokenizer(base_dir)
 
-    rejected: list[dict] = [dict(asdict(r), corpus=name) for r in rejections]
+    rejected = list(rejections)
     accepted: list[tuple[Item, str, str]] = []
     seen: set[str] = set()
     for item in items:
         key = shard_key(f"{name}_{item.id}")
         text = " ".join(item.text.split())
-
-        def reject(reason, detail):
-            rejected.append(dict(source=item.source, line=item.line, reason=reason, detail=detail, id=item.id,
-                                 corpus=name))
-
-        if key in seen:
-            reject("duplicate_id", f"id {item.id!r} (key {key}) appears earlier in the corpus")
-            continue
+        problem = _text_problem(text, key in seen, tokenizer, settings)
         seen.add(key)
-        if not any(ch.isalnum() for ch in text):
-            reject("empty_text", "no text after cleaning")
+        if problem:
+            reason, detail = problem
+            rejected.append(Rejection(item.source, item.line, reason, detail.format(id=item.id, key=key), item.id))
             continue
-        if tokenizer is not None:
-            ids = tokenizer.encode(text, settings.language)
-            if 1 in ids:  # [UNK]
-                reject("unknown_tokens", "text has characters the base model's vocab.json does not know")
-                continue
-            if len(ids) > settings.max_text_tokens:
-                reject("too_many_tokens", f"{len(ids)} tokens > {settings.max_text_tokens}")
-                continue
         accepted.append((item, key, text))
 
     limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
@@ -263,8 +264,7 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
     records = []
     for (item, key, text), result in zip(accepted, results):
         if "rejected" in result:
-            rejected.append(dict(source=item.source, line=item.line, reason=result["rejected"],
-                                 detail=result["detail"], id=item.id, corpus=name))
+            rejected.append(Rejection(item.source, item.line, result["rejected"], result["detail"], item.id))
             continue
         cat = category(result["seconds"], text)
         meta = {"id": item.id, "key": key, "text": text, "language": settings.language, "speaker": item.speaker,
@@ -279,45 +279,22 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
     val = sorted((r for r in records if r["key"] in held), key=lambda r: r["key"])
     random.Random(f"{settings.seed}/{name}/order").shuffle(train)  # mixed categories in every shard
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=out))
-    tmp.chmod(0o755)
     entry = {
         "corpus": name, "input": str(root), "format": fmt, "fingerprint": fingerprint,
         "inputs": len(items) + len(rejections), "settings": asdict(settings), "base_model": base,
         "codes": base is not None, "sample_rate": SAMPLE_RATE,
-        "splits": {}, "rejected": dict(sorted(Counter(r["reason"] for r in rejected).items())),
+        "splits": {}, "rejected": dict(sorted(Counter(r.reason for r in rejected).items())),
         "rejected_total": len(rejected),
     }
-    for split, rows in (("train", train), ("val", val)):
-        shards = write_shards(tmp, split, rows, settings.shard_size)
-        entry["splits"][split] = dict(shards=shards, **_split_stats(rows), index=_index(rows))
-    with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
-        for row in rejected:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (tmp / "corpus.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
-    _swap_into_place(tmp, target)
+    with publish_dir(target) as tmp:
+        for split, rows in (("train", train), ("val", val)):
+            shards = write_shards(tmp, split, rows, settings.shard_size)
+            entry["splits"][split] = dict(shards=shards, **_split_stats(rows), index=_index(rows))
+        with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
+            for row in rejected:
+                f.write(json.dumps(dict(asdict(row), corpus=name), ensure_ascii=False) + "\n")
+        (tmp / "corpus.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
     return entry, True
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Replace `target` by the finished `tmp` with renames, so readers see the old or the new, never half."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Replace `path` in one rename; an unchanged file is left alone (a re-run changes nothing)."""
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,10 +325,10 @@ def prepare(corpora: dict[str, Path], out: Path, settings: PrepareSettings, base
                                                       progress, previous)
     manifest = {"version": MANIFEST_VERSION, "language": settings.language, "settings": asdict(settings),
                 "base_model": base, "corpora": entries, "totals": totals(entries)}
-    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     rejected_lines = "".join((out / name / "rejected.jsonl").read_text(encoding="utf-8") for name in entries)
-    _atomic_write(out / "rejected.jsonl", rejected_lines)
-    _atomic_write(out / "summary.md", summary(manifest))
+    write_text_atomic(out / "rejected.jsonl", rejected_lines)
+    write_text_atomic(out / "summary.md", summary(manifest))
     return manifest, rebuilt
 
 

@@ -71,8 +71,8 @@ def split_sentences(text: str, limit: int = 224) -> list[str]:
     pieces = []
     for sentence in re.split(r"(?<=[.!?…])\s+", text.strip()):
         while len(sentence) > limit:
-            cut = sentence.rfind(", ", 0, limit)
-            cut = cut + 1 if cut > 0 else (sentence.rfind(" ", 0, limit) if sentence.rfind(" ", 0, limit) > 0 else limit)
+            comma, space = sentence.rfind(", ", 0, limit), sentence.rfind(" ", 0, limit)
+            cut = comma + 1 if comma > 0 else (space if space > 0 else limit)
             pieces.append(sentence[:cut].strip())
             sentence = sentence[cut:].strip()
         if sentence:
