@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast tensorboard clean-demo
+.PHONY: install demo test test-fast lint tensorboard clean-demo
 
 install: $(STAMP)
 
@@ -46,7 +46,7 @@ exported/demo-%/model.pth: checkpoints/demo-%/best.ckpt
 
 demo: install $(TINY)/model.pth $(DEMO)/interview/metadata.csv
 	$(PY) -m vago_lightning prepare --corpus quiz=$(DEMO)/quiz --corpus interview=$(DEMO)/interview \
-	  --language hu --base-model $(TINY) --out data_shards
+	  --language hu --base_model $(TINY) --out data_shards
 	$(MAKE) --no-print-directory exported/demo-quiz/model.pth exported/demo-combined/model.pth
 	$(PY) -m vago_lightning generate --model exported/demo-combined --reference $(REF) --out samples/demo-combined
 	$(PY) -m vago_lightning compare --model milliomos=exported/demo-quiz --model combined=exported/demo-combined \
@@ -61,8 +61,13 @@ $(BROWSER_STAMP): | $(STAMP)
 	  else echo "chromium is missing: install it (Debian/Ubuntu: sudo apt-get install chromium) for the page test" >&2; fi; }
 	touch $(BROWSER_STAMP)
 
-test: install $(BROWSER_STAMP)
+test: install $(BROWSER_STAMP) lint
 	$(PY) -m pytest
+
+# ruff: lint and format check (settings in pyproject.toml); `ruff format .` fixes the format.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Everything but the cases marked slow.
 test-fast: install $(BROWSER_STAMP)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vago_lightning.base_model import TinyBaseSpec, write_tiny_base
-from vago_lightning.demo_data import write_demo_corpora
+from vago_lightning.demo.corpora import write_demo_corpora
+from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +31,16 @@ def demo_corpora(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory, demo_corpora, tiny_base):
     """The demo corpora prepared into shards with the tiny base's DVAE codes."""
-    from vago_lightning.prepare import PrepareSettings, prepare
+    from vago_lightning.data.prepare import PrepareSettings, prepare
 
     root, _ = demo_corpora
     out = tmp_path_factory.mktemp("shards") / "data_shards"
-    prepare({"quiz": root / "quiz", "interview": root / "interview"}, out, PrepareSettings(), tiny_base,
-            workers=2, progress=False)
+    prepare(
+        {"quiz": root / "quiz", "interview": root / "interview"},
+        out,
+        PrepareSettings(),
+        tiny_base,
+        workers=2,
+        progress=False,
+    )
     return out

@@ -13,15 +13,20 @@ import torch
 def corpus_samples(corpus_dir: Path, tokenizer, limit: int, corpus: str | None = None, language: str = "hu"):
     """The first `limit` clips of a coqui-format corpus as samples (text ids, wav, corpus, key)."""
     with open(corpus_dir / "metadata.csv", encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="|"))[1:limit + 1]
+        rows = list(csv.reader(f, delimiter="|"))[1 : limit + 1]
     samples = []
     for audio_file, text, _ in rows:
         wav, sr = sf.read(corpus_dir / audio_file, dtype="float32")
         assert sr == 22050
-        samples.append(dict(text=torch.tensor(tokenizer.encode(text, language)), wav=torch.from_numpy(wav),
-                            corpus=corpus or corpus_dir.name, key=Path(audio_file).stem))
+        samples.append(
+            dict(
+                text=torch.tensor(tokenizer.encode(text, language)),
+                wav=torch.from_numpy(wav),
+                corpus=corpus or corpus_dir.name,
+                key=Path(audio_file).stem,
+            )
+        )
     return samples
-
 
 
 class RecordKeys(L.Callback):
@@ -33,4 +38,4 @@ class RecordKeys(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         with open(self.out, "a") as f:
-            f.write(f"{trainer.global_step} {trainer.current_epoch} {' '.join(batch['key'])}\n")
+            f.write(f"{trainer.global_step} {trainer.current_epoch} {' '.join(batch.key)}\n")

@@ -14,14 +14,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from helpers import corpus_samples
 from vago_lightning.__main__ import main
-from vago_lightning.base_model import RELEASE_FILES
-from vago_lightning.batching import Collate
-from vago_lightning.callbacks import SampleAudio
-from vago_lightning.export import export_checkpoint
-from vago_lightning.model import XttsGPTModule
-from vago_lightning.synthesis import load_xtts, split_sentences
+from vago_lightning.inference.synthesis import load_xtts, split_sentences
+from vago_lightning.model.base import RELEASE_FILES
+from vago_lightning.model.batching import Collate
+from vago_lightning.model.module import XttsGPTModule
+from vago_lightning.training.callbacks import SampleAudio
+
+from helpers import corpus_samples
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,20 @@ def trained_ckpt(tiny_base, demo_corpora, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     L.seed_everything(0)
     module = XttsGPTModule(base_model=str(tiny_base), lr=3e-4)
-    loader = DataLoader(corpus_samples(root / "quiz", module.tokenizer, 9), batch_size=3,
-                        collate_fn=Collate(train=True, seed=0))
-    trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp)
+    loader = DataLoader(
+        corpus_samples(root / "quiz", module.tokenizer, 9),
+        batch_size=3,
+        collate_fn=Collate(train=True, seed=0),
+    )
+    trainer = L.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp,
+    )
     trainer.fit(module, loader)
     trainer.save_checkpoint(tmp / "best.ckpt")
     return tmp / "best.ckpt"
@@ -44,8 +54,20 @@ def trained_ckpt(tiny_base, demo_corpora, tmp_path_factory):
 def exported(trained_ckpt, demo_corpora, tmp_path_factory):
     root, _ = demo_corpora
     out = tmp_path_factory.mktemp("exported") / "run"
-    assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(out), "--speaker",
-                 f"demo_host={root / 'quiz' / 'wavs' / 'quiz_0001.wav'}"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--ckpt",
+                str(trained_ckpt),
+                "--out",
+                str(out),
+                "--speaker",
+                f"demo_host={root / 'quiz' / 'wavs' / 'quiz_0001.wav'}",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -67,9 +89,13 @@ def test_coqui_loads_the_export_unchanged_and_speaks(exported, demo_corpora):
     model = load_xtts(exported)  # Xtts.load_checkpoint, strict=True
     wav, sr = sf.read(root / "quiz" / "wavs" / "quiz_0002.wav", dtype="float32")
     audio = torch.from_numpy(wav)[None]
-    out = model.inference("Melyik folyó szeli ketté Budapestet?", "hu",
-                          model.get_gpt_cond_latents(audio, sr), model.get_speaker_embedding(audio, sr),
-                          max_new_tokens=40)
+    out = model.inference(
+        "Melyik folyó szeli ketté Budapestet?",
+        "hu",
+        model.get_gpt_cond_latents(audio, sr),
+        model.get_speaker_embedding(audio, sr),
+        max_new_tokens=40,
+    )
     assert len(out["wav"]) > 0 and torch.isfinite(torch.as_tensor(out["wav"])).all()
 
 
@@ -78,8 +104,13 @@ def test_the_tts_api_uses_the_export_and_its_stored_voice(exported, tmp_path):
 
     tts = TTS(model_path=str(exported), config_path=str(exported / "config.json"))
     assert tts.speakers == ["demo_host"]
-    tts.tts_to_file(text="Jó estét kívánok!", speaker="demo_host", language="hu",
-                    file_path=str(tmp_path / "api.wav"), max_new_tokens=40)
+    tts.tts_to_file(
+        text="Jó estét kívánok!",
+        speaker="demo_host",
+        language="hu",
+        file_path=str(tmp_path / "api.wav"),
+        max_new_tokens=40,
+    )
     info = sf.info(tmp_path / "api.wav")
     assert info.samplerate == 24000 and info.frames > 0
 
@@ -87,8 +118,20 @@ def test_the_tts_api_uses_the_export_and_its_stored_voice(exported, tmp_path):
 def test_export_refuses_to_overwrite_and_names_a_missing_base(exported, trained_ckpt, tmp_path, capsys):
     assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(exported)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(tmp_path / "x"), "--base-model",
-                 str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--ckpt",
+                str(trained_ckpt),
+                "--out",
+                str(tmp_path / "x"),
+                "--base-model",
+                str(tmp_path / "nowhere"),
+            ]
+        )
+        == 2
+    )
     assert "nowhere" in capsys.readouterr().err
 
 
@@ -105,12 +148,34 @@ def test_generate_writes_one_wav_per_sentence_and_temperature_and_an_index(expor
     long_text = "Ez egy hosszú szöveg. " * 14
     texts.write_text(f"Jó estét kívánok!\n\n{long_text}\n", encoding="utf-8")
     out = tmp_path / "samples"
-    assert main(["generate", "--model", str(exported), "--reference", str(root / "quiz" / "wavs" / "quiz_0001.wav"),
-                 "--texts", str(texts), "--temperature", "0.55", "0.75", "--max-new-tokens", "30",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(exported),
+                "--reference",
+                str(root / "quiz" / "wavs" / "quiz_0001.wav"),
+                "--texts",
+                str(texts),
+                "--temperature",
+                "0.55",
+                "0.75",
+                "--max-new-tokens",
+                "30",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     index = json.loads((out / "index.json").read_text())
     assert [(s["file"], s["temperature"]) for s in index["samples"]] == [
-        ("000_t0.55.wav", 0.55), ("000_t0.75.wav", 0.75), ("001_t0.55.wav", 0.55), ("001_t0.75.wav", 0.75)]
+        ("000_t0.55.wav", 0.55),
+        ("000_t0.75.wav", 0.75),
+        ("001_t0.55.wav", 0.55),
+        ("001_t0.75.wav", 0.75),
+    ]
     for s in index["samples"]:
         info = sf.info(out / s["file"])
         assert info.samplerate == 24000 and abs(info.frames / 24000 - s["duration"]) < 1e-2
@@ -127,14 +192,44 @@ def test_compare_page_renders_in_a_headless_browser(exported, demo_corpora, tmp_
     texts = tmp_path / "texts.txt"
     texts.write_text("Jó estét kívánok!\nHát, ez jó kérdés.\n", encoding="utf-8")
     out = tmp_path / "report"
-    assert main(["compare", "--model", f"A={exported}", "--model", f"B={exported}", "--reference",
-                 str(root / "quiz" / "wavs" / "quiz_0001.wav"), "--texts", str(texts), "--temperature", "0.65",
-                 "--max-new-tokens", "20", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--model",
+                f"A={exported}",
+                "--model",
+                f"B={exported}",
+                "--reference",
+                str(root / "quiz" / "wavs" / "quiz_0001.wav"),
+                "--texts",
+                str(texts),
+                "--temperature",
+                "0.65",
+                "--max-new-tokens",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     for m in report["models"].values():
         assert -1.0 <= m["speaker_similarity"] <= 1.0 and m["duration"] > 0
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                          (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            (out / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert dom.count("<audio") == 2 * 2  # a player per model for each sentence and temperature
     figures = re.search(r'<table id="figures">(.*?)</table>', dom, re.S).group(1)
     assert figures.count("<tr>") == 3 and "speaker similarity" in figures  # header + one row per model
@@ -151,10 +246,18 @@ def test_sample_audio_is_logged_to_tensorboard(tiny_base, demo_corpora, tmp_path
     train = DataLoader(samples, batch_size=3, collate_fn=Collate(train=True, seed=0))
     val = DataLoader(samples[:3], batch_size=3, collate_fn=Collate(train=False))
     callback = SampleAudio(every_n_validations=2, max_new_tokens=20, sentences=["Jó estét!"])
-    trainer = L.Trainer(max_steps=4, val_check_interval=1, accelerator="cpu", enable_progress_bar=False,
-                        logger=TensorBoardLogger(tmp_path, name="run", version=""), enable_checkpointing=False,
-                        num_sanity_val_steps=0, enable_model_summary=False, check_val_every_n_epoch=None,
-                        callbacks=[callback])
+    trainer = L.Trainer(
+        max_steps=4,
+        val_check_interval=1,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        logger=TensorBoardLogger(tmp_path, name="run", version=""),
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        check_val_every_n_epoch=None,
+        callbacks=[callback],
+    )
     trainer.fit(module, train, val)
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()

@@ -9,11 +9,17 @@ import soundfile as sf
 import torch
 
 from vago_lightning.__main__ import main
-from vago_lightning.base_model import (
-    RELEASE_FILES, TINY_DVAE_KWARGS, XTTS_DVAE_KWARGS, BaseModelError, TinyBaseSpec, check_base_dir,
-    dvae_kwargs_from_state_dict, load_dvae, load_xtts_config, write_tiny_base,
+from vago_lightning.demo.text import interview_sentences, quiz_sentences
+from vago_lightning.demo.tiny_base import TINY_DVAE_KWARGS, TinyBaseSpec, write_tiny_base
+from vago_lightning.errors import BaseModelError
+from vago_lightning.model.base import (
+    RELEASE_FILES,
+    XTTS_DVAE_KWARGS,
+    check_base_dir,
+    dvae_kwargs_from_state_dict,
+    load_dvae,
+    load_xtts_config,
 )
-from vago_lightning.demo_text import interview_sentences, quiz_sentences
 
 
 def _coqui_model(base):
@@ -32,7 +38,11 @@ def test_writes_exactly_the_release_files(tiny_base):
     assert config["model"] == "xtts"
     args = config["model_args"]
     assert (args["gpt_layers"], args["gpt_n_model_channels"], args["gpt_n_heads"]) == (2, 64, 4)
-    assert (args["gpt_num_audio_tokens"], args["gpt_start_audio_token"], args["gpt_stop_audio_token"]) == (1026, 1024, 1025)
+    assert (args["gpt_num_audio_tokens"], args["gpt_start_audio_token"], args["gpt_stop_audio_token"]) == (
+        1026,
+        1024,
+        1025,
+    )
     assert args["gpt_use_perceiver_resampler"] is True
     state = torch.load(tiny_base / "model.pth", map_location="cpu", weights_only=True)["model"]
     prefixes = {k.split(".")[0] for k in state}
@@ -64,8 +74,9 @@ def test_coqui_loads_it_strictly_and_synthesizes_hungarian(tiny_base, demo_corpo
     latents = model.get_gpt_cond_latents(audio, sr, length=30, chunk_length=4)
     speaker = model.get_speaker_embedding(audio, sr)
     assert latents.shape == (1, 32, 64) and speaker.shape == (1, 512, 1)
-    out = model.inference("Melyik folyó szeli ketté Budapestet?", "hu", latents, speaker,
-                          temperature=0.75, max_new_tokens=40)
+    out = model.inference(
+        "Melyik folyó szeli ketté Budapestet?", "hu", latents, speaker, temperature=0.75, max_new_tokens=40
+    )
     wav_out = torch.as_tensor(out["wav"])
     assert wav_out.ndim == 1 and wav_out.numel() > 24000 * 0.1  # at least 0.1 s at 24 kHz
     assert torch.isfinite(wav_out).all()
@@ -87,7 +98,7 @@ def test_tiny_dvae_loads_and_codes_one_per_1024_samples(tiny_base):
 
 
 def test_coqui_gpt_trainer_loads_a_base_written_with_the_release_dvae(xtts_dvae_base):
-    from vago_lightning.coqui_reference import coqui_gpt_trainer
+    from coqui_reference import coqui_gpt_trainer
 
     trainer = coqui_gpt_trainer(xtts_dvae_base)
     ours = torch.load(xtts_dvae_base / "dvae.pth", weights_only=True)
@@ -112,7 +123,7 @@ def test_refuses_to_overwrite_and_bad_sizes_with_one_line_errors(tiny_base, tmp_
     err = capsys.readouterr().err
     assert str(tiny_base) in err and "--overwrite" in err and err.count("\n") == 1
     assert main(["tiny-base", "--out", str(tmp_path / "x"), "--gpt-dim", "48"]) == 2
-    assert "--gpt-dim 48" in capsys.readouterr().err
+    assert "--gpt_dim 48" in capsys.readouterr().err
 
 
 def test_check_base_dir_names_the_missing_file(tiny_base, tmp_path):

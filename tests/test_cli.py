@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from vago_lightning.cli import cli_main
+from vago_lightning.training.cli import cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_SETS = {
@@ -44,7 +44,10 @@ def test_every_shipped_yaml_validates_against_the_cli(name):
     assert config["model"]["language"] == "hu" and config["data"]["batch_size"] == 3
     if name == "finetune":  # the seed's run
         assert config["model"]["lr"] == 2e-6 and config["trainer"]["max_epochs"] == 30
-        assert config["trainer"]["val_check_interval"] == 100 and config["data"]["corpora"] == ["quiz", "interview"]
+        assert config["trainer"]["val_check_interval"] == 100 and config["data"]["corpora"] == [
+            "quiz",
+            "interview",
+        ]
         assert config["model"]["init_from"] == "checkpoints/milliomos/best.ckpt"
 
 
@@ -56,20 +59,30 @@ def test_every_key_in_a_shipped_yaml_has_a_comment(path):
 
 
 def test_overrides_reach_the_config():
-    config = _print_config(_configs(CONFIG_SETS["finetune"]) + [
-        "--model.lr", "1e-6", "--trainer.max_epochs", "50", "--data.batch_size", "2", "--run", "other"])
+    config = _print_config(
+        _configs(CONFIG_SETS["finetune"])
+        + ["--model.lr", "1e-6", "--trainer.max_epochs", "50", "--data.batch_size", "2", "--run", "other"]
+    )
     assert config["model"]["lr"] == 1e-6 and config["trainer"]["max_epochs"] == 50
     assert config["data"]["batch_size"] == 2 and config["run"] == "other"
 
 
 def test_linked_settings_reach_the_datamodule(tiny_base, demo_shards, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = cli_main([*_configs(CONFIG_SETS["demo-quiz"]), f"--model.base_model={tiny_base}",
-                    f"--data.shards_dir={demo_shards}"], run=False)
+    cli = cli_main(
+        [
+            *_configs(CONFIG_SETS["demo-quiz"]),
+            f"--model.base_model={tiny_base}",
+            f"--data.shards_dir={demo_shards}",
+        ],
+        run=False,
+    )
     assert cli.datamodule.hparams.base_model == str(tiny_base) == cli.model.hparams.base_model
     assert cli.datamodule.hparams.language == "hu"
-    dirs = {Path(cb.dirpath).relative_to(tmp_path) if Path(cb.dirpath).is_absolute() else Path(cb.dirpath)
-            for cb in cli.trainer.checkpoint_callbacks}
+    dirs = {
+        Path(cb.dirpath).relative_to(tmp_path) if Path(cb.dirpath).is_absolute() else Path(cb.dirpath)
+        for cb in cli.trainer.checkpoint_callbacks
+    }
     assert dirs == {Path("checkpoints/demo-quiz")}
     assert Path(cli.trainer.logger.log_dir) == Path("lightning_logs/demo-quiz")
 
@@ -84,17 +97,37 @@ def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_two_stage_run_end_to_end(tiny_base, demo_shards, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    common = [f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=1",
-              "--trainer.log_every_n_steps=2"]
+    common = [
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={demo_shards}",
+        "--data.num_workers=1",
+        "--trainer.log_every_n_steps=2",
+    ]
     # Stage one: quiz only, from the base.
-    cli_main(["fit", *_configs(CONFIG_SETS["demo-quiz"]), *common, "--trainer.max_steps=24",
-              "--trainer.val_check_interval=8"])
+    cli_main(
+        [
+            "fit",
+            *_configs(CONFIG_SETS["demo-quiz"]),
+            *common,
+            "--trainer.max_steps=24",
+            "--trainer.val_check_interval=8",
+        ]
+    )
     stage1 = tmp_path / "checkpoints" / "demo-quiz"
     assert (stage1 / "best.ckpt").is_file() and (stage1 / "last.ckpt").is_file()
     scalars = _scalars(tmp_path / "lightning_logs" / "demo-quiz")
-    for tag in ("train/loss", "train/loss_text_ce", "train/loss_mel_ce", "val/loss", "val/loss_mel_ce",
-                "val/quiz/loss_mel_ce", "val/quiz/loss_text_ce", "train/grad_norm", "lr-AdamW/pg1",
-                "train/samples_per_sec"):
+    for tag in (
+        "train/loss",
+        "train/loss_text_ce",
+        "train/loss_mel_ce",
+        "val/loss",
+        "val/loss_mel_ce",
+        "val/quiz/loss_mel_ce",
+        "val/quiz/loss_text_ce",
+        "train/grad_norm",
+        "lr-AdamW/pg1",
+        "train/samples_per_sec",
+    ):
         assert tag in scalars, tag
     train = [v for _, v in scalars["train/loss"]]
     assert all(torch.isfinite(torch.tensor(train))) and train[-1] < train[0] - 0.5
@@ -105,8 +138,16 @@ def test_two_stage_run_end_to_end(tiny_base, demo_shards, tmp_path, monkeypatch)
     assert {k.split(".")[0] for k in best["state_dict"]} == {"gpt"}  # no frozen DVAE in checkpoints
 
     # Stage two: both corpora, from stage one's best, a lower LR.
-    cli = cli_main(["fit", *_configs(CONFIG_SETS["demo"]), *common, "--trainer.max_steps=12",
-                    "--trainer.val_check_interval=6", f"--model.init_from={stage1 / 'best.ckpt'}"])
+    cli = cli_main(
+        [
+            "fit",
+            *_configs(CONFIG_SETS["demo"]),
+            *common,
+            "--trainer.max_steps=12",
+            "--trainer.val_check_interval=6",
+            f"--model.init_from={stage1 / 'best.ckpt'}",
+        ]
+    )
     assert cli.model.init_kind == "lightning" and cli.trainer.global_step == 12
     scalars = _scalars(tmp_path / "lightning_logs" / "demo-combined")
     assert "val/quiz/loss_mel_ce" in scalars and "val/interview/loss_mel_ce" in scalars
@@ -114,8 +155,15 @@ def test_two_stage_run_end_to_end(tiny_base, demo_shards, tmp_path, monkeypatch)
     assert (tmp_path / "checkpoints" / "demo-combined" / "best.ckpt").is_file()
 
     # The same command again resumes the run (weights, optimizer, step), it does not start over.
-    cli = cli_main(["fit", *_configs(CONFIG_SETS["demo-quiz"]), *common, "--trainer.max_steps=30",
-                    "--trainer.val_check_interval=8"])
+    cli = cli_main(
+        [
+            "fit",
+            *_configs(CONFIG_SETS["demo-quiz"]),
+            *common,
+            "--trainer.max_steps=30",
+            "--trainer.val_check_interval=8",
+        ]
+    )
     assert cli.trainer.global_step == 30
     assert torch.load(stage1 / "last.ckpt", weights_only=False)["global_step"] == 30
 
@@ -123,7 +171,62 @@ def test_two_stage_run_end_to_end(tiny_base, demo_shards, tmp_path, monkeypatch)
 def test_bad_paths_are_one_line_errors(tiny_base, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match=r"error: .*manifest.json: not found"):
-        cli_main(["fit", *_configs(CONFIG_SETS["demo-quiz"]), f"--model.base_model={tiny_base}",
-                  f"--data.shards_dir={tmp_path / 'none'}"])
+        cli_main(
+            [
+                "fit",
+                *_configs(CONFIG_SETS["demo-quiz"]),
+                f"--model.base_model={tiny_base}",
+                f"--data.shards_dir={tmp_path / 'none'}",
+            ]
+        )
     with pytest.raises(SystemExit, match=r"error: .*tiny-base"):
         cli_main(["fit", *_configs(CONFIG_SETS["demo-quiz"]), f"--model.base_model={tmp_path / 'none'}"])
+
+
+# --- one entry point ---------------------------------------------------------------------------
+
+
+def test_module_fit_and_train_py_are_the_same_command(capsys):
+    from vago_lightning.__main__ import main
+
+    args = ["fit", *_configs(CONFIG_SETS["demo"]), "--model.lr", "3e-5", "--print_config"]
+    with pytest.raises(SystemExit):
+        cli_main(args)
+    via_train_py = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args)
+    via_module = capsys.readouterr().out
+    assert via_module == via_train_py and yaml.safe_load(via_module)["model"]["lr"] == 3e-5
+
+
+def test_the_training_path_does_not_import_preprocessing():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vago_lightning.training.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('vago_lightning.data.') or "
+        "m.startswith('vago_lightning.demo')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = eval(out)  # noqa: S307 - our own printout
+    assert "vago_lightning.data.prepare" not in loaded and "vago_lightning.data.corpus" not in loaded
+    assert not any(m.startswith("vago_lightning.demo") for m in loaded)
+    assert "vago_lightning.data.manifest" in loaded and "vago_lightning.data.datamodule" in loaded
+
+
+def test_a_typo_in_a_key_is_one_line_with_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", *_configs(CONFIG_SETS["demo"]), "--model.lrr", "1e-6"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:") and "did you mean --model.lr?" in err
+
+
+def test_a_typo_in_a_yaml_key_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lrr: 1.0e-6\n")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", *_configs(CONFIG_SETS["demo"]), "--config", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:") and "lrr" in err

@@ -8,13 +8,17 @@ from collections import Counter
 import pytest
 import torch
 
-from vago_lightning.base_model import TinyBaseSpec, write_tiny_base
-from vago_lightning.data import DataError, ShardDataModule, expand_weights, plan_epoch
+from vago_lightning.data.datamodule import ShardDataModule
+from vago_lightning.data.plan import expand_weights, plan_epoch
+from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
+from vago_lightning.errors import DataError
 
 
 def _samples(n, corpus="c"):
-    return [{"key": f"k{i:04d}", "corpus": corpus, "duration": 1.0 + (i * 7919 % 97) / 10, "shard": "s"}
-            for i in range(n)]
+    return [
+        {"key": f"k{i:04d}", "corpus": corpus, "duration": 1.0 + (i * 7919 % 97) / 10, "shard": "s"}
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("n,batch,world", [(306, 3, 1), (307, 3, 2), (305, 3, 3), (100, 4, 2), (7, 3, 2)])
@@ -54,7 +58,9 @@ def test_corpus_weights_repeat_or_subsample():
     out = expand_weights(by_corpus, {"quiz": 2.0, "interview": 0.5}, seed=0, epoch=0)
     counts = Counter(s["corpus"] for s in out)
     assert counts == {"quiz": 20, "interview": 10}
-    assert Counter(s["key"] for s in out if s["corpus"] == "quiz") == Counter({s["key"]: 2 for s in by_corpus["quiz"]})
+    assert Counter(s["key"] for s in out if s["corpus"] == "quiz") == Counter(
+        {s["key"]: 2 for s in by_corpus["quiz"]}
+    )
 
 
 def _datamodule(demo_shards, tiny_base, **kwargs):
@@ -70,14 +76,14 @@ def test_train_loader_streams_every_train_sample_once_per_epoch(demo_shards, tin
     loader = dm.train_dataloader()
     batches = list(loader)
     assert len(batches) == len(loader) == -(-len(train_keys) // 3)
-    seen = [k for b in batches for k in b["key"]]
+    seen = [k for b in batches for k in b.key]
     assert len(seen) == len(set(seen)) and set(seen) == train_keys
     first = batches[0]
-    assert first["codes"].dtype == torch.long and first["cond_idxs"] is not None
-    assert first["wav"].shape[0] == first["text"].shape[0] <= 3
+    assert first.codes.dtype == torch.long and first.cond_idxs is not None
+    assert first.wav.shape[0] == first.text.shape[0] <= 3
     # The order follows the plan (workers interleaved), and the next epoch has another plan.
     plan = [[s["key"] for s in b] for b in dm.train_dataloader().dataset.batches_fn(0)]
-    assert [b["key"] for b in batches] == plan
+    assert [b.key for b in batches] == plan
     assert [s["key"] for s in dm.train_dataloader().dataset.batches_fn(1)[0]] != plan[0]
 
 
@@ -85,12 +91,12 @@ def test_validation_is_fixed_and_per_corpus(demo_shards, tiny_base):
     dm = _datamodule(demo_shards, tiny_base, num_workers=2)
     first = list(dm.val_dataloader())
     second = list(dm.val_dataloader())
-    assert [b["key"] for b in first] == [b["key"] for b in second]
-    assert all(len(set(b["corpus"])) == 1 for b in first)
-    assert {c for b in first for c in b["corpus"]} == {"quiz", "interview"}
-    assert all(b["cond_idxs"] is None for b in first)
+    assert [b.key for b in first] == [b.key for b in second]
+    assert all(len(set(b.corpus)) == 1 for b in first)
+    assert {c for b in first for c in b.corpus} == {"quiz", "interview"}
+    assert all(b.cond_idxs is None for b in first)
     for a, b in zip(first, second):
-        assert torch.equal(a["cond_wav"], b["cond_wav"])
+        assert torch.equal(a.cond_wav, b.cond_wav)
 
 
 def test_refuses_codes_from_another_dvae(demo_shards, tmp_path):
@@ -98,7 +104,7 @@ def test_refuses_codes_from_another_dvae(demo_shards, tmp_path):
     with pytest.raises(DataError) as err:
         _datamodule(demo_shards, other)
     message = str(err.value)
-    assert "dvae.pth" in message and str(other) in message and "--base-model" in message
+    assert "dvae.pth" in message and str(other) in message and "--base_model" in message
 
 
 def test_unknown_corpus_and_language_mismatch_are_named(demo_shards, tiny_base):
@@ -115,11 +121,11 @@ def test_shards_are_read_through_urls_too(demo_shards, tiny_base):
     dm = _datamodule(demo_shards, tiny_base, num_workers=0)
     by_url = ShardDataModule(shards_dir=demo_shards.as_uri(), base_model=str(tiny_base), num_workers=0)
     by_url.setup("fit")
-    assert [b["key"] for b in by_url.val_dataloader()] == [b["key"] for b in dm.val_dataloader()]
+    assert [b.key for b in by_url.val_dataloader()] == [b.key for b in dm.val_dataloader()]
 
 
 def test_corpus_weights_through_the_loader(demo_shards, tiny_base):
     dm = _datamodule(demo_shards, tiny_base, num_workers=0, corpora=["quiz"], corpus_weights={"quiz": 2.0})
-    keys = [k for b in dm.train_dataloader() for k in b["key"]]
+    keys = [k for b in dm.train_dataloader() for k in b.key]
     counts = Counter(keys)
     assert len(counts) == 80 and set(counts.values()) == {2}  # every quiz clip twice per epoch

@@ -8,9 +8,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from vago_lightning.data import ShardDataModule
-from vago_lightning.guard import DivergenceGuard
-from vago_lightning.model import XttsGPTModule
+from vago_lightning.data.datamodule import ShardDataModule
+from vago_lightning.model.module import XttsGPTModule
+from vago_lightning.training.guard import DivergenceGuard
 
 
 class OneRankSeesNaN(XttsGPTModule):
@@ -20,7 +20,7 @@ class OneRankSeesNaN(XttsGPTModule):
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
         if self.trainer.global_rank == 1 and self.trainer.global_step == 3:
-            self.last_loss = loss.detach() * float("nan")
+            loss = loss + loss.detach() * float("nan")  # the value is NaN, the gradients are not
         return loss
 
 
@@ -32,7 +32,8 @@ class ReportGuard(L.Callback):
         guard = next(cb for cb in trainer.callbacks if isinstance(cb, DivergenceGuard))
         total = sum(float(p.double().sum()) for p in pl_module.gpt.parameters())
         (Path(self.out) / f"guard-rank{trainer.global_rank}.json").write_text(
-            json.dumps({"skipped": guard.skipped, "weights": total}))
+            json.dumps({"skipped": guard.skipped, "weights": total})
+        )
 
 
 class RecordKeys(L.Callback):
@@ -44,20 +45,33 @@ class RecordKeys(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         path = Path(self.out) / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.txt"
         with open(path, "a") as f:
-            f.write(" ".join(batch["key"]) + "\n")  # one line per batch
+            f.write(" ".join(batch.key) + "\n")  # one line per batch
 
 
 @pytest.mark.slow
-def test_two_process_ddp_sees_every_sample_once_per_epoch_and_the_guard_decides_together(tiny_base, demo_shards, tmp_path):
+def test_two_process_ddp_sees_every_sample_once_per_epoch_and_the_guard_decides_together(
+    tiny_base, demo_shards, tmp_path
+):
     seen = tmp_path / "seen"
     seen.mkdir()
     model = OneRankSeesNaN(base_model=str(tiny_base), lr=1e-4)
-    data = ShardDataModule(shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"],
-                           num_workers=0)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        val_check_interval=7, check_val_every_n_epoch=None, callbacks=[RecordKeys(str(seen)), DivergenceGuard(), ReportGuard(str(seen))],
-                        default_root_dir=tmp_path)
+    data = ShardDataModule(
+        shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"], num_workers=0
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        val_check_interval=7,
+        check_val_every_n_epoch=None,
+        callbacks=[RecordKeys(str(seen)), DivergenceGuard(), ReportGuard(str(seen))],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, data)
     manifest = json.loads((demo_shards / "manifest.json").read_text())
     train_keys = {e["key"] for e in manifest["corpora"]["quiz"]["splits"]["train"]["index"]}

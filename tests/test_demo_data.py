@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from vago_lightning.__main__ import main
-from vago_lightning.demo_data import INTERVIEW_VOICE, write_corpus
-from vago_lightning.demo_text import interview_sentences, quiz_sentences
+from vago_lightning.demo.corpora import INTERVIEW_VOICE, write_corpus
+from vago_lightning.demo.text import interview_sentences, quiz_sentences
 
 
 def _read_metadata(corpus):

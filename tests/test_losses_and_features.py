@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from vago_lightning.base_model import build_gpt, load_dvae, load_tokenizer, load_xtts_config
-from vago_lightning.batching import MAX_COND_SAMPLES, MIN_COND_SAMPLES, Collate, prompt_slice, select
-from vago_lightning.features import code_count, conditioning_mel, dvae_codes, dvae_mel
-from vago_lightning.losses import LossWeights, gpt_losses, mask_prompt_per_item, mel_targets, weighted
-from vago_lightning.optim import lr_factor, weight_decay_groups
+from vago_lightning.constants import MAX_COND_SAMPLES, MIN_COND_SAMPLES
+from vago_lightning.model.base import build_gpt, load_dvae, load_tokenizer, load_xtts_config
+from vago_lightning.model.batching import Collate, prompt_slice
+from vago_lightning.model.features import code_count, conditioning_mel, dvae_codes, dvae_mel
+from vago_lightning.model.losses import LossWeights, gpt_losses, mask_prompt_per_item, mel_targets, weighted
+from vago_lightning.model.optim import lr_factor, weight_decay_groups
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +28,30 @@ def _batch(gpt, lengths=(30_000, 60_000, 45_000), seed=0):
     wav_lengths = torch.tensor(lengths)
     codes = torch.randint(0, 1024, (b, max(code_count(n) for n in lengths)), generator=g)
     text = torch.randint(3, 50, (b, 12), generator=g)
-    return dict(text=text, text_lengths=torch.tensor([12, 7, 10]), codes=codes, wav_lengths=wav_lengths,
-                cond_mels=torch.randn(b, 1, 80, 200, generator=g))
+    return dict(
+        text=text,
+        text_lengths=torch.tensor([12, 7, 10]),
+        codes=codes,
+        wav_lengths=wav_lengths,
+        cond_mels=torch.randn(b, 1, 80, 200, generator=g),
+    )
 
 
 @pytest.mark.parametrize("make,n_fft", [(dvae_mel, 1024), (conditioning_mel, 2048)])
 def test_mel_features_equal_coquis(tiny_base, make, n_fft):
     from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
 
-    ref = TorchMelSpectrogram(filter_length=n_fft, hop_length=256, win_length=1024, normalize=False,
-                              sampling_rate=22050, mel_fmin=0, mel_fmax=8000, n_mel_channels=80,
-                              mel_norm_file=str(tiny_base / "mel_stats.pth"))
+    ref = TorchMelSpectrogram(
+        filter_length=n_fft,
+        hop_length=256,
+        win_length=1024,
+        normalize=False,
+        sampling_rate=22050,
+        mel_fmin=0,
+        mel_fmax=8000,
+        n_mel_channels=80,
+        mel_norm_file=str(tiny_base / "mel_stats.pth"),
+    )
     stats = torch.load(tiny_base / "mel_stats.pth", weights_only=True)
     wav = torch.randn(2, 40_000) * 0.1
     assert torch.allclose(make(stats)(wav), ref(wav), atol=1e-6)
@@ -50,7 +64,7 @@ def test_dvae_codes_count_and_range(tiny_base):
     for n in (22050, 66150, 102400, 102656, 255995):
         codes = dvae_codes(dvae, dvae_mel(stats), torch.randn(1, n) * 0.1)
         assert codes.shape == (1, code_count(n)) and codes.dtype == torch.long
-        assert 0 <= int(codes.min()) and int(codes.max()) < 1024
+        assert int(codes.min()) >= 0 and int(codes.max()) < 1024
 
 
 def test_prompt_slice_follows_coqui():
@@ -58,9 +72,9 @@ def test_prompt_slice_follows_coqui():
     wav = torch.arange(200_000, dtype=torch.float32)
     for _ in range(50):
         piece, (start, end) = prompt_slice(wav, train=True, rng=rng)
-        assert MIN_COND_SAMPLES <= end - start <= MAX_COND_SAMPLES and 0 <= start and end <= 200_000
+        assert MIN_COND_SAMPLES <= end - start <= MAX_COND_SAMPLES and start >= 0 and end <= 200_000
         assert piece.shape == (MAX_COND_SAMPLES,) and torch.equal(piece[: end - start], wav[start:end])
-        assert not piece[end - start:].any()
+        assert not piece[end - start :].any()
     piece, idx = prompt_slice(wav, train=False, rng=rng)
     assert idx == [0, (MIN_COND_SAMPLES + MAX_COND_SAMPLES) // 2]  # fixed in validation
     _, idx = prompt_slice(torch.ones(50_000), train=True, rng=rng)
@@ -68,32 +82,43 @@ def test_prompt_slice_follows_coqui():
 
 
 def test_collate_pads_and_keeps_precomputed_codes():
-    samples = [dict(text=torch.tensor([5, 6, 7]), wav=torch.ones(70_000), codes=torch.tensor([1, 2]), corpus="quiz"),
-               dict(text=torch.tensor([5]), wav=torch.ones(90_000), codes=torch.tensor([3, 4, 5]), corpus="interview")]
+    samples = [
+        dict(text=torch.tensor([5, 6, 7]), wav=torch.ones(70_000), codes=torch.tensor([1, 2]), corpus="quiz"),
+        dict(
+            text=torch.tensor([5]), wav=torch.ones(90_000), codes=torch.tensor([3, 4, 5]), corpus="interview"
+        ),
+    ]
     batch = Collate(train=True, seed=1)(samples)
-    assert batch["text"].tolist() == [[5, 6, 7], [5, 0, 0]] and batch["text_lengths"].tolist() == [3, 1]
-    assert batch["wav"].shape == (2, 90_000) and batch["wav_lengths"].tolist() == [70_000, 90_000]
-    assert batch["codes"].tolist() == [[1, 2, 0], [3, 4, 5]]
-    assert batch["cond_wav"].shape == (2, MAX_COND_SAMPLES) and batch["cond_idxs"].shape == (2, 2)
-    assert Collate(train=False)(samples)["cond_idxs"] is None
+    assert batch.text.tolist() == [[5, 6, 7], [5, 0, 0]] and batch.text_lengths.tolist() == [3, 1]
+    assert batch.wav.shape == (2, 90_000) and batch.wav_lengths.tolist() == [70_000, 90_000]
+    assert batch.codes.tolist() == [[1, 2, 0], [3, 4, 5]]
+    assert batch.cond_wav.shape == (2, MAX_COND_SAMPLES) and batch.cond_idxs.shape == (2, 2)
+    assert Collate(train=False)(samples).cond_idxs is None
     del samples[0]["codes"]
-    assert "codes" not in Collate(train=False)(samples)  # computed on the fly then
-    sub = select(batch, [1])
-    assert sub["corpus"] == ["interview"] and sub["wav"].shape == (1, 90_000)
+    assert Collate(train=False)(samples).codes is None  # computed on the fly then
+    sub = batch.select([1])
+    assert sub.corpus == ["interview"] and sub.wav.shape == (1, 90_000)
 
 
 def test_our_mel_targets_give_coquis_unmasked_mel_loss(gpt):
     b = _batch(gpt)
     with torch.no_grad():
-        loss_text, loss_mel, logits = gpt(b["text"], b["text_lengths"], b["codes"], b["wav_lengths"],
-                                          cond_mels=b["cond_mels"], cond_idxs=None)
+        loss_text, loss_mel, logits = gpt(
+            b["text"],
+            b["text_lengths"],
+            b["codes"],
+            b["wav_lengths"],
+            cond_mels=b["cond_mels"],
+            cond_idxs=None,
+        )
     targets = mel_targets(b["codes"], b["wav_lengths"], 1024, gpt.stop_audio_token)
     assert targets.shape == logits.shape[::2]
     ours = nn.functional.cross_entropy(logits, targets, ignore_index=-1)
     assert torch.allclose(ours, loss_mel, atol=1e-6)
     with torch.no_grad():
-        again = gpt_losses(gpt, b["text"], b["text_lengths"], b["codes"], b["wav_lengths"], b["cond_mels"],
-                           None, "per_item")
+        again = gpt_losses(
+            gpt, b["text"], b["text_lengths"], b["codes"], b["wav_lengths"], b["cond_mels"], None, "per_item"
+        )
     assert torch.allclose(again[1], loss_mel, atol=1e-6) and torch.allclose(again[0], loss_text)
 
 

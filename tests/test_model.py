@@ -7,16 +7,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
+from vago_lightning.errors import BaseModelError
+from vago_lightning.model.batching import Collate
+from vago_lightning.model.module import XttsGPTModule
+
+from coqui_reference import coqui_batch
 from helpers import corpus_samples
-from vago_lightning.base_model import BaseModelError, TinyBaseSpec, write_tiny_base
-from vago_lightning.batching import Collate
-from vago_lightning.coqui_reference import coqui_batch
-from vago_lightning.model import XttsGPTModule
 
 
 @pytest.fixture(scope="module")
 def parity_pair(xtts_dvae_base):
-    from vago_lightning.coqui_reference import coqui_gpt_trainer
+    from coqui_reference import coqui_gpt_trainer
 
     coqui = coqui_gpt_trainer(xtts_dvae_base, lr=1e-3)
     ours = XttsGPTModule(base_model=str(xtts_dvae_base), lr=1e-3)
@@ -57,9 +59,15 @@ def test_one_optimizer_step_equals_coqui(parity_pair, demo_corpora):
     names = {id(p): n for n, p in coqui.xtts.gpt.named_parameters()}
     our_names = {id(p): n for n, p in ours.gpt.named_parameters()}
     for theirs, mine in zip(coqui_opt.param_groups, ours_opt.param_groups):
-        assert sorted(names[id(p)] for p in theirs["params"]) == sorted(our_names[id(p)] for p in mine["params"])
-        assert (theirs["weight_decay"], theirs["betas"], theirs["eps"], theirs["lr"]) == \
-               (mine["weight_decay"], tuple(mine["betas"]), mine["eps"], mine["lr"])
+        assert sorted(names[id(p)] for p in theirs["params"]) == sorted(
+            our_names[id(p)] for p in mine["params"]
+        )
+        assert (theirs["weight_decay"], theirs["betas"], theirs["eps"], theirs["lr"]) == (
+            mine["weight_decay"],
+            tuple(mine["betas"]),
+            mine["eps"],
+            mine["lr"],
+        )
     cb = coqui.format_batch_on_device(coqui_batch(batch))
     cb["cond_idxs"] = None
     coqui.train_step(cb, None)[1]["loss"].backward()
@@ -70,7 +78,7 @@ def test_one_optimizer_step_equals_coqui(parity_pair, demo_corpora):
     moved = 0
     for name, value in ours.gpt.state_dict().items():
         assert torch.allclose(value, theirs[name], atol=1e-6), name
-    for name, value in ours.gpt.named_parameters():
+    for _, value in ours.gpt.named_parameters():
         moved += int(value.grad is not None)
     assert moved > 0
 
@@ -93,11 +101,24 @@ def _fit(module, samples, steps, tmp_path, **trainer_kwargs):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    loader = DataLoader(samples, batch_size=3, shuffle=True, collate_fn=Collate(train=True, seed=0),
-                        generator=torch.Generator().manual_seed(0))
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[Record()], default_root_dir=tmp_path,
-                        enable_checkpointing=False, **trainer_kwargs)
+    loader = DataLoader(
+        samples,
+        batch_size=3,
+        shuffle=True,
+        collate_fn=Collate(train=True, seed=0),
+        generator=torch.Generator().manual_seed(0),
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        **trainer_kwargs,
+    )
     trainer.fit(module, loader)
     return trainer, losses
 
@@ -125,8 +146,14 @@ def test_init_from_release_lightning_and_coqui_checkpoints(tiny_base, xtts_dvae_
     assert not torch.equal(module.gpt.mel_head.weight, base_state["gpt.mel_head.weight"])
 
     # (b) one of our Lightning checkpoints, written by a real Trainer
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "stage1.ckpt")
     with torch.no_grad():
@@ -136,14 +163,22 @@ def test_init_from_release_lightning_and_coqui_checkpoints(tiny_base, xtts_dvae_
     assert torch.equal(resumed.gpt.mel_head.weight, release["gpt.mel_head.weight"])
 
     # (c) a coqui trainer best_model.pth: GPTTrainer.state_dict() with optimizer, as coqui saves it
-    from vago_lightning.coqui_reference import coqui_gpt_trainer
+    from coqui_reference import coqui_gpt_trainer
 
     coqui = coqui_gpt_trainer(xtts_dvae_base)
     with torch.no_grad():
         coqui.xtts.gpt.text_head.bias.fill_(0.25)
     opt = coqui.get_optimizer()
-    torch.save({"config": coqui.config.to_dict(), "model": coqui.state_dict(), "optimizer": opt.state_dict(),
-                "step": 10, "epoch": 1}, tmp_path / "best_model.pth")
+    torch.save(
+        {
+            "config": coqui.config.to_dict(),
+            "model": coqui.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": 10,
+            "epoch": 1,
+        },
+        tmp_path / "best_model.pth",
+    )
     from_coqui = XttsGPTModule(base_model=str(xtts_dvae_base), init_from=str(tmp_path / "best_model.pth"))
     assert from_coqui.init_kind == "coqui-trainer"
     assert torch.all(from_coqui.gpt.text_head.bias == 0.25)
@@ -185,10 +220,10 @@ def test_precomputed_codes_are_used_instead_of_the_dvae(tiny_base, demo_corpora)
     samples = corpus_samples(root / "quiz", module.tokenizer, 2)
     on_the_fly = Collate(train=False)(samples)
     codes, _ = module.batch_features(on_the_fly)
-    for sample, row, n in zip(samples, codes, on_the_fly["wav_lengths"]):
+    for sample, row, n in zip(samples, codes, on_the_fly.wav_lengths):
         sample["codes"] = row[: -(-int(n) // 1024)]
     given = Collate(train=False)(samples)
-    assert "codes" in given and torch.equal(module.batch_features(given)[0][:, :5], codes[:, :5])
+    assert given.codes is not None and torch.equal(module.batch_features(given)[0][:, :5], codes[:, :5])
     for sample in samples:
         sample["codes"] = torch.zeros_like(sample["codes"])  # other codes give another loss
     zeros = Collate(train=False)(samples)

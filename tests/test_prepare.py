@@ -13,15 +13,15 @@ import soundfile as sf
 import torch
 
 from vago_lightning.__main__ import main
-from vago_lightning.corpus import Segment, parse_subtitles, plan_cuts, shard_key
-from vago_lightning.prepare import PrepareSettings, category, prepare, stratified_split
+from vago_lightning.data.corpus import Segment, parse_subtitles, plan_cuts, shard_key
+from vago_lightning.data.prepare import PrepareSettings, category, prepare, stratified_split
 
 SR = 22050
 
 
 def _speech(demo_root, n):
     """The first n quiz clips of the demo corpus as (audio, text)."""
-    rows = (demo_root / "quiz" / "metadata.csv").read_text(encoding="utf-8").splitlines()[1:n + 1]
+    rows = (demo_root / "quiz" / "metadata.csv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
     out = []
     for row in rows:
         audio_file, text, _ = row.split("|")
@@ -49,8 +49,9 @@ def messy(tmp_path_factory, demo_corpora):
     for i, (wav, text) in enumerate(speech[:5]):
         add(f"good_{i}.wav", text, wav)
     wav, text = speech[5]
-    stereo48 = torch.nn.functional.interpolate(torch.from_numpy(wav)[None, None], scale_factor=48000 / SR,
-                                               mode="linear")[0, 0].numpy()
+    stereo48 = torch.nn.functional.interpolate(
+        torch.from_numpy(wav)[None, None], scale_factor=48000 / SR, mode="linear"
+    )[0, 0].numpy()
     add("stereo48.wav", text, np.stack([stereo48, stereo48 * 0.5], axis=1), rate=48000)
     add("name.with.dots.wav", speech[6][1], speech[6][0])
     add("corrupt.wav", "Ez a fájl sérült.", raw=b"RIFF\x00\x00\x00\x00WAVEnot really audio")
@@ -71,18 +72,33 @@ def messy(tmp_path_factory, demo_corpora):
 @pytest.fixture(scope="module")
 def messy_prepared(messy, tiny_base, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards-messy")
-    manifest, _ = prepare({"messy": messy}, out, PrepareSettings(val_fraction=0.2), base_dir=tiny_base,
-                          workers=2, progress=False)
-    return out, manifest
+    prepare(
+        {"messy": messy},
+        out,
+        PrepareSettings(val_fraction=0.2),
+        base_dir=tiny_base,
+        workers=2,
+        progress=False,
+    )
+    return out, json.loads((out / "manifest.json").read_text())
 
 
 def test_every_rejection_reason_is_recorded_with_source_and_line(messy_prepared, messy):
     out, manifest = messy_prepared
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in rejected}
-    expected = {"corrupt": "undecodable", "missing": "missing_file", "silent": "silent", "too_long": "too_long",
-                "too_short": "too_short", "clipped": "clipped", "empty_text": "empty_text",
-                "good_0": "duplicate_id", "unknown": "unknown_tokens", "many_tokens": "too_many_tokens"}
+    expected = {
+        "corrupt": "undecodable",
+        "missing": "missing_file",
+        "silent": "silent",
+        "too_long": "too_long",
+        "too_short": "too_short",
+        "clipped": "clipped",
+        "empty_text": "empty_text",
+        "good_0": "duplicate_id",
+        "unknown": "unknown_tokens",
+        "many_tokens": "too_many_tokens",
+    }
     for item_id, reason in expected.items():
         assert by_id[item_id]["reason"] == reason, item_id
         assert by_id[item_id]["source"] == str(messy / "metadata.csv") and by_id[item_id]["line"] > 1
@@ -91,7 +107,9 @@ def test_every_rejection_reason_is_recorded_with_source_and_line(messy_prepared,
     entry = manifest["corpora"]["messy"]
     assert entry["rejected_total"] == len(rejected) == 11
     # Every input accounted for, exactly.
-    assert entry["inputs"] == 18 == entry["splits"]["train"]["samples"] + entry["splits"]["val"]["samples"] + 11
+    assert (
+        entry["inputs"] == 18 == entry["splits"]["train"]["samples"] + entry["splits"]["val"]["samples"] + 11
+    )
 
 
 def _read_tar(path):
@@ -105,8 +123,8 @@ def _read_tar(path):
 def test_shards_read_back_with_tarfile_and_webdataset(messy_prepared, tiny_base):
     import webdataset as wds
 
-    from vago_lightning.base_model import load_dvae
-    from vago_lightning.features import dvae_codes, dvae_mel
+    from vago_lightning.model.base import load_dvae
+    from vago_lightning.model.features import dvae_codes, dvae_mel
 
     out, manifest = messy_prepared
     entry = manifest["corpora"]["messy"]
@@ -150,7 +168,8 @@ def test_ljspeech_format(tmp_path, demo_corpora):
         sf.write(root / "wavs" / f"LJ001-{i:04d}.wav", wav, SR)
         lines.append(f"LJ001-{i:04d}|{text.upper()}|{text}")
     (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    manifest, _ = prepare({"lj": root}, tmp_path / "out", PrepareSettings(), progress=False)
+    prepare({"lj": root}, tmp_path / "out", PrepareSettings(), progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     entry = manifest["corpora"]["lj"]
     assert entry["format"] == "ljspeech" and entry["inputs"] == 4 and entry["rejected_total"] == 0
     members = _read_tar(tmp_path / "out" / "lj" / "train-000000.tar")
@@ -183,20 +202,28 @@ def test_long_recordings_with_subtitles_are_cut_at_segment_boundaries(tmp_path, 
     root.mkdir()
     sf.write(root / "talk.wav", audio, SR)
     if fmt == "json":
-        (root / "talk.json").write_text(json.dumps([{"start": s.start, "end": s.end, "text": s.text} for s in segments]))
+        (root / "talk.json").write_text(
+            json.dumps([{"start": s.start, "end": s.end, "text": s.text} for s in segments])
+        )
     else:
         sep = "," if fmt == "srt" else "."
-        blocks = [f"{i}\n{_stamp(s.start, sep)} --> {_stamp(s.end, sep)}\n{s.text}" for i, s in enumerate(segments, 1)]
+        blocks = [
+            f"{i}\n{_stamp(s.start, sep)} --> {_stamp(s.end, sep)}\n{s.text}"
+            for i, s in enumerate(segments, 1)
+        ]
         head = "WEBVTT\n\n" if fmt == "vtt" else ""
         (root / f"talk.{fmt}").write_text(head + "\n\n".join(blocks) + "\n", encoding="utf-8")
     parsed = parse_subtitles(root / f"talk.{fmt}")
     assert [p.text for p in parsed] == [s.text for s in segments]
     assert all(abs(p.start - s.start) < 2e-3 for p, s in zip(parsed, segments))
-    manifest, _ = prepare({"talk": root}, tmp_path / "out", PrepareSettings(val_fraction=0.0), progress=False)
+    prepare({"talk": root}, tmp_path / "out", PrepareSettings(val_fraction=0.0), progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     entry = manifest["corpora"]["talk"]
     assert entry["format"] == "subtitles" and entry["rejected_total"] == 0
     members = _read_tar(tmp_path / "out" / "talk" / "train-000000.tar")
-    metas = sorted((json.loads(v) for k, v in members.items() if k.endswith(".json")), key=lambda m: m["start"])
+    metas = sorted(
+        (json.loads(v) for k, v in members.items() if k.endswith(".json")), key=lambda m: m["start"]
+    )
     # Every segment's words land in exactly one clip, in order; cuts are padded but never overlap.
     assert " ".join(m["text"] for m in metas) == " ".join(s.text for s in segments)
     for a, b in zip(metas, metas[1:]):
@@ -209,7 +236,14 @@ def test_plan_cuts_merges_short_and_splits_long_segments():
     short = [Segment(i * 1.2, i * 1.2 + 1.0, f"Szó {i}.", i + 1) for i in range(6)]
     cuts = plan_cuts(short)
     assert len(cuts) < 6 and all(end - start >= 2.0 for start, end, _, _ in cuts[:-1])
-    long_ = [Segment(0.0, 16.0, "Első mondat itt van. Második mondat is van. Harmadik mondat. Negyedik mondat zárja.", 1)]
+    long_ = [
+        Segment(
+            0.0,
+            16.0,
+            "Első mondat itt van. Második mondat is van. Harmadik mondat. Negyedik mondat zárja.",
+            1,
+        )
+    ]
     cuts = plan_cuts(long_)
     assert len(cuts) >= 2 and all(end - start <= 10.5 for start, end, _, _ in cuts)
     assert " ".join(text for _, _, text, _ in cuts) == long_[0].text
@@ -219,8 +253,10 @@ def test_plan_cuts_merges_short_and_splits_long_segments():
 
 
 def test_stratified_split_is_proportional_deterministic_and_never_empty():
-    records = [{"key": f"k{i:03d}", "category": c} for i, c in
-               enumerate(["short"] * 54 + ["medium"] * 67 + ["long"] * 110 + ["question"] * 1)]
+    records = [
+        {"key": f"k{i:03d}", "category": c}
+        for i, c in enumerate(["short"] * 54 + ["medium"] * 67 + ["long"] * 110 + ["question"] * 1)
+    ]
     held = stratified_split(records, 0.02, seed=0, corpus="interview")
     assert len(held) == round(232 * 0.02) == 5
     cats = [r["category"] for r in records if r["key"] in held]
@@ -229,17 +265,33 @@ def test_stratified_split_is_proportional_deterministic_and_never_empty():
     assert held != stratified_split(records, 0.02, seed=1, corpus="interview")
     assert len(stratified_split(records[:10], 0.02, seed=0, corpus="x")) == 1  # at least one
     assert stratified_split(records[:1], 0.02, seed=0, corpus="x") == set()
-    assert category(3.0, "Igen.") == "short" and category(5, "Igen.") == "medium" and category(7, "Igen.") == "long"
+    assert (
+        category(3.0, "Igen.") == "short"
+        and category(5, "Igen.") == "medium"
+        and category(7, "Igen.") == "long"
+    )
     assert category(9, "Hogy van?") == "question"
 
 
-def test_demo_corpora_end_to_end_rerun_is_idempotent_and_rebuilds_only_what_changed(tmp_path, demo_corpora, capsys):
+def test_demo_corpora_end_to_end_rerun_is_idempotent_and_rebuilds_only_what_changed(
+    tmp_path, demo_corpora, capsys
+):
     root, _ = demo_corpora
     quiz = tmp_path / "quiz"
     shutil.copytree(root / "quiz", quiz)
     out = tmp_path / "shards"
-    args = ["prepare", "--corpus", f"quiz={quiz}", "--corpus", f"interview={root / 'interview'}",
-            "--out", str(out), "--workers", "2", "--quiet"]
+    args = [
+        "prepare",
+        "--corpus",
+        f"quiz={quiz}",
+        "--corpus",
+        f"interview={root / 'interview'}",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "quiz: prepared" in first and "| **total** |" in first and "several speaking styles" in first
@@ -257,8 +309,10 @@ def test_demo_corpora_end_to_end_rerun_is_idempotent_and_rebuilds_only_what_chan
 
     # Change one corpus: only it is rebuilt.
     metadata = quiz / "metadata.csv"
-    metadata.write_text(metadata.read_text(encoding="utf-8").replace("Helyes válasz, gratulálok!",
-                                                                     "Helyes válasz!"), encoding="utf-8")
+    metadata.write_text(
+        metadata.read_text(encoding="utf-8").replace("Helyes válasz, gratulálok!", "Helyes válasz!"),
+        encoding="utf-8",
+    )
     assert main(args) == 0
     said = capsys.readouterr().out
     assert "quiz: prepared" in said and "interview: unchanged" in said
@@ -268,7 +322,7 @@ def test_demo_corpora_end_to_end_rerun_is_idempotent_and_rebuilds_only_what_chan
 
 
 def test_an_interrupted_run_leaves_no_half_written_shards(tmp_path, demo_corpora, monkeypatch):
-    import vago_lightning.prepare as prep
+    import vago_lightning.data.prepare as prep
 
     root, _ = demo_corpora
     out = tmp_path / "shards"
@@ -279,7 +333,7 @@ def test_an_interrupted_run_leaves_no_half_written_shards(tmp_path, demo_corpora
 
     def dying(directory, split, records, shard_size):
         calls.append(split)
-        names = real(directory, split, records[:3], shard_size)
+        real(directory, split, records[:3], shard_size)
         raise KeyboardInterrupt("power cut")
 
     monkeypatch.setattr(prep, "write_shards", dying)

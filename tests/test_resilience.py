@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -17,15 +16,25 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from helpers import corpus_samples
-from vago_lightning.batching import Collate
-from vago_lightning.checkpoints import AtomicCheckpointIO, newest_good_checkpoint, remove_partial_saves
-from vago_lightning.cli import XttsTrainer, cli_main
-from vago_lightning.guard import DivergenceGuard, WarningSigns
-from vago_lightning.model import XttsGPTModule
-from vago_lightning.preflight import (
-    GB, PreflightError, check_disk, check_gpu, estimate_gpu_memory, resolve_precision,
+from vago_lightning.errors import PreflightError
+from vago_lightning.model.batching import Collate
+from vago_lightning.model.module import XttsGPTModule
+from vago_lightning.training.checkpoints import (
+    AtomicCheckpointIO,
+    newest_good_checkpoint,
+    remove_partial_saves,
 )
+from vago_lightning.training.cli import XttsTrainer, cli_main
+from vago_lightning.training.guard import DivergenceGuard, WarningSigns
+from vago_lightning.training.preflight import (
+    GB,
+    check_disk,
+    check_gpu,
+    estimate_gpu_memory,
+    resolve_precision,
+)
+
+from helpers import corpus_samples
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +53,6 @@ class Faulty(XttsGPTModule):
             loss = loss * float("nan")
         if self.diverge_from is not None and step >= self.diverge_from:
             loss = loss * 10.0
-        self.last_loss = loss.detach()
         return loss
 
     def on_after_backward(self):
@@ -53,12 +61,29 @@ class Faulty(XttsGPTModule):
 
 
 def _fit(module, samples, steps, tmp_path, guard, every=2):
-    loader = DataLoader(samples, batch_size=3, shuffle=True, collate_fn=Collate(train=True, seed=0),
-                        generator=torch.Generator().manual_seed(0))
-    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1,
-                                  filename="step-{step:03d}", save_last=True)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[checkpoints, guard], default_root_dir=tmp_path)
+    loader = DataLoader(
+        samples,
+        batch_size=3,
+        shuffle=True,
+        collate_fn=Collate(train=True, seed=0),
+        generator=torch.Generator().manual_seed(0),
+    )
+    checkpoints = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        every_n_train_steps=every,
+        save_top_k=-1,
+        filename="step-{step:03d}",
+        save_last=True,
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoints, guard],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, loader)
     return trainer
 
@@ -83,7 +108,9 @@ def test_a_nan_loss_is_skipped_and_counted(tiny_base, quiz_samples, tmp_path):
     assert trainer.global_step == 8 and _finite(module)
 
 
-def test_nan_gradients_in_a_row_stop_the_run_and_name_the_last_good_checkpoint(tiny_base, quiz_samples, tmp_path):
+def test_nan_gradients_in_a_row_stop_the_run_and_name_the_last_good_checkpoint(
+    tiny_base, quiz_samples, tmp_path
+):
     module = Faulty(base_model=str(tiny_base), lr=3e-4)
     module.nan_grad_steps = {5, 6, 7}
     guard = DivergenceGuard(max_bad_steps=3, action="stop")
@@ -100,8 +127,14 @@ def test_nan_gradients_in_a_row_stop_the_run_and_name_the_last_good_checkpoint(t
 def test_a_diverging_loss_rolls_back_and_lowers_the_lr(tiny_base, quiz_samples, tmp_path):
     module = Faulty(base_model=str(tiny_base), lr=3e-4)
     module.diverge_from = 14
-    guard = DivergenceGuard(divergence_factor=3.0, divergence_steps=3, min_history=8, action="rollback",
-                            lr_factor=0.5, max_rollbacks=1)
+    guard = DivergenceGuard(
+        divergence_factor=3.0,
+        divergence_steps=3,
+        min_history=8,
+        action="rollback",
+        lr_factor=0.5,
+        max_rollbacks=1,
+    )
     trainer = _fit(module, quiz_samples, 24, tmp_path, guard)
     assert guard.rollbacks == 1 and "rolled back to" in guard.events[0]
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1.5e-4)
@@ -168,13 +201,20 @@ def test_gpu_memory_estimate_and_advice():
     assert ckpt.total < bf16.total < fp32.total
     assert 9 * GB < bf16.total < 12 * GB  # tight on a 12 GB RTX 4070, as its users report
     with pytest.raises(PreflightError) as err:
-        check_gpu(fp32, free=11.5 * GB, total=12 * GB, precision="32-true", batch_size=3,
-                  gradient_checkpointing=False)
+        check_gpu(
+            fp32,
+            free=11.5 * GB,
+            total=12 * GB,
+            precision="32-true",
+            batch_size=3,
+            gradient_checkpointing=False,
+        )
     message = str(err.value)
     assert "will not fit" in message and "--model.gradient_checkpointing true" in message
     assert "--data.batch_size 1" in message and "bf16-mixed" in message
-    assert "GB needed" in check_gpu(ckpt, free=11.5 * GB, total=12 * GB, precision="bf16-mixed", batch_size=3,
-                                    gradient_checkpointing=True)
+    assert "GB needed" in check_gpu(
+        ckpt, free=11.5 * GB, total=12 * GB, precision="bf16-mixed", batch_size=3, gradient_checkpointing=True
+    )
 
 
 def test_disk_preflight(tmp_path, monkeypatch):
@@ -194,9 +234,15 @@ def _configs(*names):
 def test_fresh_moves_the_old_run_aside(tiny_base, demo_shards, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
-    args = ["fit", *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
-            f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=0",
-            "--trainer.max_steps=4", "--trainer.val_check_interval=4"]
+    args = [
+        "fit",
+        *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={demo_shards}",
+        "--data.num_workers=0",
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=4",
+    ]
     cli_main(args)
     first = (tmp_path / "checkpoints" / "demo-quiz" / "last.ckpt").read_bytes()
     cli = cli_main(args + ["--fresh=true"])
@@ -224,19 +270,31 @@ def _wait_for(predicate, proc, seconds=120):
 @pytest.mark.slow
 def test_sigkill_mid_save_and_mid_step_then_resume_continues_exactly(tiny_base, demo_shards, tmp_path):
     keys_file = tmp_path / "keys.txt"
-    cmd = [sys.executable, str(REPO / "train.py"), "fit",
-           *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
-           f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=1",
-           "--trainer.max_steps=40", "--trainer.val_check_interval=27", "--periodic_checkpoint.every_n_train_steps=5",
-           "--periodic_checkpoint.save_top_k=-1", "--trainer.callbacks+=helpers.RecordKeys",
-           f"--trainer.callbacks.out={keys_file}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "fit",
+        *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={demo_shards}",
+        "--data.num_workers=1",
+        "--trainer.max_steps=40",
+        "--trainer.val_check_interval=27",
+        "--periodic_checkpoint.every_n_train_steps=5",
+        "--periodic_checkpoint.save_top_k=-1",
+        "--trainer.callbacks+=helpers.RecordKeys",
+        f"--trainer.callbacks.out={keys_file}",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), RUN_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
     ckpts = tmp_path / "checkpoints" / "demo-quiz"
-    logs = [open(tmp_path / f"run{i}.log", "w") for i in range(3)]
+    logs = [open(tmp_path / f"run{i}.log", "w") for i in range(3)]  # noqa: SIM115 - the children write them
 
     # 1. Kill during a save: saves are slowed down and the process is killed while one is in flight.
-    proc = _spawn(cmd, dict(env, VAGO_CHECKPOINT_WRITE_DELAY="1.0"), logs[0])
-    assert _wait_for(lambda: list(ckpts.glob(".step-000010.ckpt.tmp-*")), proc), (tmp_path / "run0.log").read_text()
+    slow_disk = [sys.executable, str(REPO / "tests" / "slow_disk_train.py"), *cmd[2:]]
+    proc = _spawn(slow_disk, env, logs[0])
+    assert _wait_for(lambda: list(ckpts.glob(".step-000010.ckpt.tmp-*")), proc), (
+        tmp_path / "run0.log"
+    ).read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (ckpts / "step-000005.ckpt").is_file() and not (ckpts / "step-000010.ckpt").exists()
@@ -276,10 +334,20 @@ def test_early_stopping_ends_a_run_that_stops_improving(tiny_base, demo_shards, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
     # lr 0: the validation loss never improves, so the run must end after `patience` more validations.
-    cli = cli_main(["fit", *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
-                    f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=0",
-                    "--model.lr=0", "--trainer.max_steps=60", "--trainer.val_check_interval=4",
-                    "--early_stopping.patience=2", "--early_stopping.min_delta=1e-3"])
+    cli = cli_main(
+        [
+            "fit",
+            *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+            f"--model.base_model={tiny_base}",
+            f"--data.shards_dir={demo_shards}",
+            "--data.num_workers=0",
+            "--model.lr=0",
+            "--trainer.max_steps=60",
+            "--trainer.val_check_interval=4",
+            "--early_stopping.patience=2",
+            "--early_stopping.min_delta=1e-3",
+        ]
+    )
     stopper = cli.trainer.early_stopping_callback
     assert stopper.monitor == "val/loss" and stopper.wait_count == 2
     assert cli.trainer.global_step == 12  # validations at 4 (best), 8 and 12: stopped, not at 60
@@ -287,16 +355,24 @@ def test_early_stopping_ends_a_run_that_stops_improving(tiny_base, demo_shards, 
     assert best["global_step"] == 4
 
 
-def test_resume_mid_epoch_with_a_cosine_schedule_trains_the_rest_of_the_epoch(tiny_base, demo_shards, tmp_path,
-                                                                             monkeypatch):
+def test_resume_mid_epoch_with_a_cosine_schedule_trains_the_rest_of_the_epoch(
+    tiny_base, demo_shards, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
     keys_file = tmp_path / "keys.txt"
-    args = ["fit", *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
-            f"--model.base_model={tiny_base}", f"--data.shards_dir={demo_shards}", "--data.num_workers=0",
-            "--model.lr_schedule=cosine", "--trainer.val_check_interval=27",
-            "--periodic_checkpoint.every_n_train_steps=5", "--trainer.callbacks+=helpers.RecordKeys",
-            f"--trainer.callbacks.out={keys_file}"]
+    args = [
+        "fit",
+        *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={demo_shards}",
+        "--data.num_workers=0",
+        "--model.lr_schedule=cosine",
+        "--trainer.val_check_interval=27",
+        "--periodic_checkpoint.every_n_train_steps=5",
+        "--trainer.callbacks+=helpers.RecordKeys",
+        f"--trainer.callbacks.out={keys_file}",
+    ]
     cli_main(args + ["--trainer.max_steps=10"])  # stops mid-epoch 0 (27 steps)
     cli = cli_main(args + ["--trainer.max_epochs=1"])  # resumes at step 10, finishes the epoch
     assert cli.trainer.global_step == 27
@@ -308,3 +384,115 @@ def test_resume_mid_epoch_with_a_cosine_schedule_trains_the_rest_of_the_epoch(ti
     assert sorted(latest) == list(range(1, 28))
     epoch = [k for step in range(1, 28) for k in latest[step]]
     assert len(epoch) == len(set(epoch)) == 80  # every quiz clip once, none twice
+
+
+# --- the guard's policy alone: a table of what happens and what it says -------------------------
+
+
+@pytest.mark.parametrize(
+    "steps,expected",
+    [
+        # (loss finite, grads finite, scaler) per step -> what the policy says at each step
+        ([(True, True, False)] * 3, ["apply"] * 3),
+        ([(False, True, False)], ["skip"]),
+        ([(True, False, False)], ["skip"]),
+        ([(True, False, True)], ["apply"]),  # 16-mixed: the grad scaler skips it itself
+        ([(False, True, True)], ["skip"]),  # a NaN loss is ours to skip, scaler or not
+        ([(False, True, False)] * 3, ["skip", "skip", "act"]),
+        (
+            [(False, True, False), (True, True, False), (False, True, False), (False, True, False)],
+            ["skip", "apply", "skip", "skip"],
+        ),  # not three in a row
+    ],
+)
+def test_guard_policy_on_non_finite_steps(steps, expected):
+    from vago_lightning.training.guard import GuardPolicy
+
+    policy = GuardPolicy(max_bad_steps=3)
+    said = []
+    for step, (loss_ok, grads_ok, scaler) in enumerate(steps):
+        verdict = policy.check_step(step, loss_ok, grads_ok, scaler)
+        said.append("act" if verdict.act else "skip" if verdict.skip else "apply")
+    assert said == expected
+    assert policy.skipped == expected.count("skip") + expected.count("act")
+
+
+def test_guard_policy_on_a_diverging_loss_and_its_decision():
+    from vago_lightning.training.guard import GuardPolicy
+
+    policy = GuardPolicy(divergence_factor=3.0, divergence_steps=3, min_history=5, max_rollbacks=1)
+    for step in range(10):
+        assert policy.check_loss(step, 1.0).act is None
+    assert policy.check_loss(10, 2.9).act is None  # under 3x the median
+    assert [policy.check_loss(s, 5.0).act is None for s in (11, 12)] == [True, True]
+    verdict = policy.check_loss(13, 5.0)
+    assert verdict.act and "3.0x its running median (1.000)" in verdict.act
+    assert policy.trouble_since == 11  # the first diverging step: the checkpoint must predate it
+    assert policy.decide(have_checkpoint=True) == "rollback" and policy.trouble_since is None
+    for step in (14, 15):
+        policy.check_loss(step, 5.0)
+    assert policy.check_loss(16, 5.0).act  # still high: caught again (good history kept)
+    assert policy.decide(have_checkpoint=True) == "stop"  # max_rollbacks reached
+    assert GuardPolicy(action="stop").decide(have_checkpoint=True) == "stop"
+    assert GuardPolicy().decide(have_checkpoint=False) == "stop"  # nothing to roll back to
+
+
+def test_guard_policy_state_survives_a_resume():
+    from vago_lightning.training.guard import GuardPolicy
+
+    policy = GuardPolicy(min_history=2)
+    policy.check_step(0, False, True)
+    for step, loss in enumerate([1.0, 2.0, 3.0]):
+        policy.check_loss(step, loss)
+    again = GuardPolicy(min_history=2)
+    again.load_state_dict(policy.state_dict())
+    assert (again.skipped, list(again.history)) == (1, [1.0, 2.0, 3.0])
+
+
+# --- loading: strict but for the frozen parts, and never against another base -------------------
+
+
+def test_loading_is_strict_except_for_the_frozen_parts(tiny_base):
+    from vago_lightning.errors import BaseModelError
+
+    module = XttsGPTModule(base_model=str(tiny_base))
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)  # drops dvae.*, dvae_mel.*, cond_mel.*
+    module.load_state_dict(checkpoint["state_dict"])  # fine: only frozen keys are missing
+    del checkpoint["state_dict"]["gpt.mel_head.weight"]
+    with pytest.raises(BaseModelError, match="missing \\['gpt.mel_head.weight'\\]"):
+        module.load_state_dict(checkpoint["state_dict"])
+
+
+def test_a_checkpoint_is_refused_against_another_base(tiny_base, demo_corpora, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from vago_lightning.__main__ import main
+    from vago_lightning.data.prepare import PrepareSettings, prepare
+    from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    base = tmp_path / "models" / "base"
+    shutil.copytree(tiny_base, base)
+    # Shards without precomputed codes: the data side has nothing to refuse, the checkpoint must.
+    prepare({"quiz": demo_corpora[0] / "quiz"}, tmp_path / "shards", PrepareSettings(), progress=False)
+    args = [
+        *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+        f"--data.shards_dir={tmp_path / 'shards'}",
+        "--data.num_workers=0",
+        "--trainer.val_check_interval=2",
+        f"--model.base_model={base}",
+    ]
+    cli_main(["fit", *args, "--trainer.max_steps=2"])
+    ckpt = tmp_path / "checkpoints" / "demo-quiz" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["base_fingerprint"]["dvae_sha256"]
+    # The folder now holds another base with the same GPT shapes (other DVAE and vocab): loading
+    # the weights would work and mean nothing.
+    write_tiny_base(base, TinyBaseSpec(seed=7), overwrite=True)
+    for verb, extra in (("validate", [f"--ckpt_path={ckpt}"]), ("fit", ["--trainer.max_steps=4"])):
+        with pytest.raises(SystemExit, match=r"error: .*trained on the base model .*differs from"):
+            cli_main([verb, *args, *extra])
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "trained on the base model" in err[-1]

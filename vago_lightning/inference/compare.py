@@ -29,24 +29,38 @@ CHECKLIST = [
 ]
 
 
-def compare(models: dict[str, Path], references: list[Path], texts: list[str], temperatures: list[float],
-            out: str | Path, settings: Settings = Settings()) -> dict:
+def compare(
+    models: dict[str, Path],
+    references: list[Path],
+    texts: list[str],
+    temperatures: list[float],
+    out: str | Path,
+    settings: Settings | None = None,
+) -> dict:
+    settings = settings or Settings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = {name: load_xtts(path) for name, path in models.items()}
     judge = next(iter(loaded.values()))
     reference = voice_from_references(judge, references)[1].flatten()
-    report = {"models": {}, "texts": texts, "temperatures": temperatures, "references": [str(r) for r in references]}
+    report = {
+        "models": {},
+        "texts": texts,
+        "temperatures": temperatures,
+        "references": [str(r) for r in references],
+    }
     for name, path in models.items():
         index = generate(path, references, texts, temperatures, out / name, settings, model=loaded[name])
         for sample in index["samples"]:
             wav, rate = sf.read(out / name / sample["file"], dtype="float32")
             embedding = speaker_embedding_of(judge, wav, rate)
-            sample["speaker_similarity"] = round(float(torch.nn.functional.cosine_similarity(
-                embedding, reference, dim=0)), 4)
+            sample["speaker_similarity"] = round(
+                float(torch.nn.functional.cosine_similarity(embedding, reference, dim=0)), 4
+            )
         samples = index["samples"]
         report["models"][name] = {
-            "path": str(path), "samples": samples,
+            "path": str(path),
+            "samples": samples,
             "speaker_similarity": round(statistics.mean(s["speaker_similarity"] for s in samples), 4),
             "duration": round(statistics.mean(s["duration"] for s in samples), 3),
             "real_time_factor": round(statistics.mean(s["real_time_factor"] or 0 for s in samples), 3),
@@ -70,28 +84,32 @@ def render_html(report: dict, out: Path) -> str:
         for n, m in report["models"].items()
     )
     rows = []
-    by_model = {n: {(s["text"], s["temperature"]): s for s in m["samples"]} for n, m in report["models"].items()}
+    by_model = {
+        n: {(s["text"], s["temperature"]): s for s in m["samples"]} for n, m in report["models"].items()
+    }
     for text in report["texts"]:
         for temperature in report["temperatures"]:
             cells = []
             for n in names:
                 s = by_model[n][(text, temperature)]
-                cells.append(f"<td>{_audio_tag(out / n / s['file'])}<div class=fig>similarity "
-                             f"{s['speaker_similarity']:.3f} · {s['duration']:.2f} s · RTF "
-                             f"{s['real_time_factor'] or 0:.2f}</div></td>")
+                cells.append(
+                    f"<td>{_audio_tag(out / n / s['file'])}<div class=fig>similarity "
+                    f"{s['speaker_similarity']:.3f} · {s['duration']:.2f} s · RTF "
+                    f"{s['real_time_factor'] or 0:.2f}</div></td>"
+                )
             rows.append(f"<tr><td class=text>{e(text)}</td><td>{temperature:.2f}</td>{''.join(cells)}</tr>")
     checklist = "".join(f"<li>{e(item)}</li>" for item in CHECKLIST)
     heads = "".join(f"<th>{e(n)}</th>" for n in names)
     return f"""<!doctype html>
-<html lang="hu"><head><meta charset="utf-8"><title>Compare: {e(' vs '.join(names))}</title>
+<html lang="hu"><head><meta charset="utf-8"><title>Compare: {e(" vs ".join(names))}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: .4em .6em; vertical-align: top; text-align: left; }}
 td.text {{ max-width: 28em; }} .fig {{ font-size: .8em; color: #555; }}
 </style></head><body>
-<h1>{e(' vs '.join(names))}</h1>
-<p>Reference: {e(', '.join(report['references']))}</p>
+<h1>{e(" vs ".join(names))}</h1>
+<p>Reference: {e(", ".join(report["references"]))}</p>
 <h2>Objective figures</h2>
 <table id="figures"><tr><th>model</th><th>speaker similarity to the reference</th><th>mean duration</th>
 <th>real-time factor</th><th>model directory</th></tr>{figures}</table>
@@ -99,6 +117,6 @@ td.text {{ max-width: 28em; }} .fig {{ font-size: .8em; color: #555; }}
 1.0 = the same voice. Real-time factor: synthesis time over audio time on the machine that made this page.</p>
 <h2>What to listen for</h2><ol id="checklist">{checklist}</ol>
 <h2>Samples</h2>
-<table id="samples"><tr><th>text</th><th>temperature</th>{heads}</tr>{''.join(rows)}</table>
+<table id="samples"><tr><th>text</th><th>temperature</th>{heads}</tr>{"".join(rows)}</table>
 </body></html>
 """

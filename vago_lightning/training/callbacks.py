@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import lightning as L
+
+from ..constants import OUTPUT_RATE, SAMPLE_RATE
 
 
 class Throughput(L.Callback):
@@ -23,8 +24,8 @@ class Throughput(L.Callback):
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._samples += int(batch["text"].shape[0])
-        self._audio += float(batch["wav_lengths"].sum()) / 22050
+        self._samples += batch.size
+        self._audio += float(batch.wav_lengths.sum()) / SAMPLE_RATE
         self._batches += 1
         if self._batches >= self.window:
             elapsed = time.perf_counter() - self._start
@@ -40,12 +41,20 @@ class SampleAudio(L.Callback):
     The voice comes from `reference` (a wav) or else from the first validation clip. Synthesis runs
     on `device` ("cpu" keeps the GPU's memory for training; null: the training device)."""
 
-    def __init__(self, every_n_validations: int = 5, sentences: Optional[list[str]] = None,
-                 reference: Optional[str] = None, temperature: float = 0.65, max_new_tokens: int = 300,
-                 device: Optional[str] = "cpu"):
+    def __init__(
+        self,
+        every_n_validations: int = 5,
+        sentences: list[str] | None = None,
+        reference: str | None = None,
+        temperature: float = 0.65,
+        max_new_tokens: int = 300,
+        device: str | None = "cpu",
+    ):
         self.every = every_n_validations
-        self.sentences = sentences or ["Jó estét kívánok, kezdődik a mai játék!",
-                                       "Tudja, ezt a kérdést már sokan feltették nekem."]
+        self.sentences = sentences or [
+            "Jó estét kívánok, kezdődik a mai játék!",
+            "Tudja, ezt a kérdést már sokan feltették nekem.",
+        ]
         self.reference = reference
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
@@ -62,29 +71,28 @@ class SampleAudio(L.Callback):
             return
         import torch
 
-        from .synthesis import Settings, speak
+        from ..inference.synthesis import Settings, copy_gpt_weights, speak, voice_from_waveforms
 
         model = self._inference_model(pl_module)
-        # The inference copy's extra names (gpt_inference.*, gpt.wte) alias the same modules.
-        _, unexpected = model.gpt.load_state_dict(
-            {k: v.detach().to(model.device) for k, v in pl_module.gpt.state_dict().items()}, strict=False)
-        assert not unexpected, unexpected
-        wav = self._reference(trainer).to(model.device)
-        with torch.inference_mode():
-            voice = (model.get_gpt_cond_latents(wav, 22050, length=30, chunk_length=4),
-                     model.get_speaker_embedding(wav, 22050))
-        settings = Settings(language=pl_module.hparams.language, temperature=self.temperature,
-                            max_new_tokens=self.max_new_tokens)
+        copy_gpt_weights(pl_module.gpt, model)
+        voice = voice_from_waveforms(model, [self._reference(trainer)])
+        settings = Settings(
+            language=pl_module.hparams.language,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+        )
         experiment = trainer.logger.experiment
         for i, text in enumerate(self.sentences):
             audio = torch.from_numpy(speak(model, text, voice, settings))
             if hasattr(experiment, "add_audio"):
-                experiment.add_audio(f"samples/{i}", audio[None], trainer.global_step, sample_rate=24000)
+                experiment.add_audio(
+                    f"samples/{i}", audio[None], trainer.global_step, sample_rate=OUTPUT_RATE
+                )
                 experiment.add_text(f"samples/{i}", text, trainer.global_step)
 
     def _inference_model(self, pl_module):
         if self._model is None:
-            from .synthesis import load_xtts
+            from ..inference.synthesis import load_xtts
 
             self._model = load_xtts(pl_module.hparams.base_model, self.device or str(pl_module.device))
         return self._model
@@ -96,10 +104,10 @@ class SampleAudio(L.Callback):
             if self.reference:
                 from pathlib import Path
 
-                from .audio import load_clip
+                from ..data.audio import load_clip
 
-                self._reference_wav = torch.from_numpy(load_clip(Path(self.reference)).wav)[None]
+                self._reference_wav = torch.from_numpy(load_clip(Path(self.reference)).wav)
             else:
                 batch = next(iter(trainer.val_dataloaders))
-                self._reference_wav = batch["wav"][:1, : int(batch["wav_lengths"][0])].cpu()
+                self._reference_wav = batch.wav[0, : int(batch.wav_lengths[0])].cpu()
         return self._reference_wav

@@ -11,17 +11,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-SAMPLE_RATE = 22050
-MAX_SAMPLES = 255_995  # coqui's max_wav_length, ~11.6 s
-
-
-class AudioError(Exception):
-    """A clip that cannot be used; `reason` is the rejection reason recorded in rejected.jsonl."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+from ..constants import MAX_WAV_SAMPLES, SAMPLE_RATE
+from ..errors import AudioError, DataError
 
 
 @dataclass
@@ -48,7 +39,9 @@ def load_clip(path: Path, start: float | None = None, end: float | None = None) 
         info = sf.info(str(path))
         first = int(round((start or 0.0) * info.samplerate))
         last = int(round(end * info.samplerate)) if end is not None else info.frames
-        data, rate = sf.read(str(path), start=first, stop=min(last, info.frames), dtype="float32", always_2d=True)
+        data, rate = sf.read(
+            str(path), start=first, stop=min(last, info.frames), dtype="float32", always_2d=True
+        )
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError("undecodable", f"{path}: {err}") from None
     if data.size == 0:
@@ -57,16 +50,22 @@ def load_clip(path: Path, start: float | None = None, end: float | None = None) 
         raise AudioError("non_finite", f"{path}: NaN or infinite samples")
     wav = data.mean(axis=1)
     if rate != SAMPLE_RATE:
-        wav = AF.resample(torch.from_numpy(wav), rate, SAMPLE_RATE, lowpass_filter_width=64,
-                          rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser",
-                          beta=14.769656459379492).numpy()
+        wav = AF.resample(
+            torch.from_numpy(wav),
+            rate,
+            SAMPLE_RATE,
+            lowpass_filter_width=64,
+            rolloff=0.9475937167399596,
+            resampling_method="sinc_interp_kaiser",
+            beta=14.769656459379492,
+        ).numpy()
     return Clip(np.clip(wav, -1.0, 1.0).astype(np.float32), rate, data.shape[1], info.subtype)
 
 
 @dataclass
 class ClipLimits:
     min_seconds: float = 1.0
-    max_samples: int = MAX_SAMPLES
+    max_samples: int = MAX_WAV_SAMPLES
     silence_dbfs: float = -50.0  # RMS below this is a silent clip
     clipped_fraction: float = 0.01  # more than 1% of samples at full scale is heavy clipping
 
@@ -77,7 +76,9 @@ def check_clip(clip: Clip, limits: ClipLimits) -> None:
     if n < limits.min_seconds * SAMPLE_RATE:
         raise AudioError("too_short", f"{clip.seconds:.2f} s < {limits.min_seconds} s")
     if n > limits.max_samples:
-        raise AudioError("too_long", f"{clip.seconds:.2f} s > {limits.max_samples / SAMPLE_RATE:.2f} s (XTTS limit)")
+        raise AudioError(
+            "too_long", f"{clip.seconds:.2f} s > {limits.max_samples / SAMPLE_RATE:.2f} s (XTTS limit)"
+        )
     rms = float(np.sqrt(np.mean(np.square(clip.wav, dtype=np.float64))))
     dbfs = 20 * np.log10(max(rms, 1e-12))
     if dbfs < limits.silence_dbfs:
@@ -98,5 +99,5 @@ def encode_flac(clip: Clip) -> bytes:
 def decode_flac(data: bytes) -> np.ndarray:
     wav, rate = sf.read(io.BytesIO(data), dtype="float32")
     if rate != SAMPLE_RATE:
-        raise ValueError(f"shard audio at {rate} Hz, expected {SAMPLE_RATE}: re-run prepare")
+        raise DataError(f"shard audio at {rate} Hz, expected {SAMPLE_RATE}: run prepare again")
     return wav

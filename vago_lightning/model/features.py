@@ -10,19 +10,34 @@ import torch
 import torchaudio
 from torch import nn
 
-SAMPLE_RATE = 22050
-CODE_STRIDE = 1024  # samples per DVAE code: hop 256 and two stride-2 layers
+from ..constants import SAMPLE_RATE
 
 
 class LogMelSpectrogram(nn.Module):
     """80-band slaney mel, 0-8 kHz, power 2, log of clamp(1e-5), divided by the base's mel_stats."""
 
-    def __init__(self, mel_stats: torch.Tensor, n_fft: int, hop_length: int = 256, win_length: int = 1024,
-                 sample_rate: int = SAMPLE_RATE, n_mels: int = 80, f_max: float = 8000.0):
+    def __init__(
+        self,
+        mel_stats: torch.Tensor,
+        n_fft: int,
+        hop_length: int = 256,
+        win_length: int = 1024,
+        sample_rate: int = SAMPLE_RATE,
+        n_mels: int = 80,
+        f_max: float = 8000.0,
+    ):
         super().__init__()
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length, f_min=0.0,
-            f_max=f_max, n_mels=n_mels, power=2, normalized=False, norm="slaney",
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=0.0,
+            f_max=f_max,
+            n_mels=n_mels,
+            power=2,
+            normalized=False,
+            norm="slaney",
         )
         self.register_buffer("mel_stats", mel_stats.detach().clone().float())
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .base_model import BaseModelError, check_base_dir, check_gpt_state, gpt_state_from_checkpoint
-from .files import publish_dir
+from ..errors import BaseModelError, OutputExistsError
+from ..files import publish_dir
+from ..model.base import base_fingerprint, check_base_dir, check_gpt_state, gpt_state_from_checkpoint
 
 COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
 SPEAKERS = "speakers_xtts.pth"
@@ -26,21 +27,31 @@ def base_of_checkpoint(ckpt: dict, path: Path, override: str | Path | None) -> P
     for candidate in (ckpt.get("base_model"), ckpt.get("hyper_parameters", {}).get("base_model")):
         if candidate and Path(candidate).is_dir():
             return check_base_dir(candidate)
-    raise BaseModelError(f"{path}: its base model ({ckpt.get('base_model')}) is not there; pass --base-model DIR")
+    raise BaseModelError(
+        f"{path}: its base model ({ckpt.get('base_model')}) is not there; pass --base_model DIR"
+    )
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, base_model: str | Path | None = None,
-                      speakers: dict[str, list[Path]] | None = None, overwrite: bool = False) -> Path:
+def export_checkpoint(
+    ckpt_path: str | Path,
+    out: str | Path,
+    base_model: str | Path | None = None,
+    speakers: dict[str, list[Path]] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the release layout for `ckpt_path` to `out` (all at once: written aside, then renamed)."""
     ckpt_path, final = Path(ckpt_path), Path(out)
     if not ckpt_path.is_file():
-        raise FileNotFoundError(f"--ckpt {ckpt_path}: not found")
+        raise BaseModelError(f"--ckpt {ckpt_path}: not found")
     if final.exists() and any(final.iterdir()) and not overwrite:
-        raise FileExistsError(f"{final}: exists; pass --overwrite or choose another --out")
+        raise OutputExistsError(f"{final}: exists; pass --overwrite or choose another --out")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     if "state_dict" not in ckpt:
         raise BaseModelError(f"{ckpt_path}: not a Lightning checkpoint of a vago_lightning run")
     base = base_of_checkpoint(ckpt, ckpt_path, base_model)
+    from ..model.module import check_same_base
+
+    check_same_base(ckpt, base_fingerprint(base), str(base), source=str(ckpt_path))
     trained, _ = gpt_state_from_checkpoint(ckpt_path)
     state = dict(torch.load(base / "model.pth", map_location="cpu", weights_only=False)["model"])
     check_gpt_state({k[4:]: v for k, v in state.items() if k.startswith("gpt.")}, trained, ckpt_path)

@@ -119,8 +119,15 @@ QUIZ_LIFELINES = [
 
 def quiz_sentences() -> list[str]:
     """The quiz-show corpus: 80 lines in seven kinds, in a fixed order."""
-    return (QUIZ_GREETINGS + QUIZ_QUESTIONS + QUIZ_OPTIONS + QUIZ_PRIZES
-            + QUIZ_CORRECT + QUIZ_WRONG + QUIZ_LIFELINES)
+    return (
+        QUIZ_GREETINGS
+        + QUIZ_QUESTIONS
+        + QUIZ_OPTIONS
+        + QUIZ_PRIZES
+        + QUIZ_CORRECT
+        + QUIZ_WRONG
+        + QUIZ_LIFELINES
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,9 +167,21 @@ INTERVIEW_SHORT = [
 ]
 
 INTERVIEW_OPENERS = [
-    "Tudja,", "Őszintén szólva,", "Nézze,", "Hát, kérem,", "Az igazság az, hogy", "Ha jól emlékszem,",
-    "Ami azt illeti,", "Bevallom,", "Szerintem", "Annak idején", "Amikor fiatal voltam,", "Valójában",
-    "Mindig azt mondom, hogy", "Egyébként", "Elárulom Önnek, hogy",
+    "Tudja,",
+    "Őszintén szólva,",
+    "Nézze,",
+    "Hát, kérem,",
+    "Az igazság az, hogy",
+    "Ha jól emlékszem,",
+    "Ami azt illeti,",
+    "Bevallom,",
+    "Szerintem",
+    "Annak idején",
+    "Amikor fiatal voltam,",
+    "Valójában",
+    "Mindig azt mondom, hogy",
+    "Egyébként",
+    "Elárulom Önnek, hogy",
 ]
 
 INTERVIEW_CLAUSES = [
@@ -222,7 +241,11 @@ def interview_sentences(seed: int = 0, count: int = 231) -> list[str]:
     n_medium = count // 4
     while len(lines) < count:
         opener = rng.choice(INTERVIEW_OPENERS)
-        n_clauses = 1 if len(lines) < len(INTERVIEW_SHORT) + len(INTERVIEW_QUESTIONS) + n_medium else rng.choice((2, 2, 3))
+        n_clauses = (
+            1
+            if len(lines) < len(INTERVIEW_SHORT) + len(INTERVIEW_QUESTIONS) + n_medium
+            else rng.choice((2, 2, 3))
+        )
         clauses = rng.sample(INTERVIEW_CLAUSES, n_clauses)
         text = f"{opener} {clauses[0]}"
         for clause in clauses[1:]:

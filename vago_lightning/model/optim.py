@@ -7,8 +7,16 @@ from typing import Literal
 
 from torch import nn
 
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
-              nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
 EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
 
 
@@ -27,8 +35,9 @@ def weight_decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def lr_factor(step: int, warmup_steps: int, schedule: Literal["constant", "cosine"], total_steps: int,
-              min_ratio: float) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, schedule: Literal["constant", "cosine"], total_steps: int, min_ratio: float
+) -> float:
     """Multiplier of the base LR after `step` optimizer steps: linear warm-up, then constant or cosine."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -15,117 +15,27 @@ from __future__ import annotations
 
 import io
 import json
-import math
-import random
 from collections import Counter
-from pathlib import Path
-from typing import Optional
+from dataclasses import asdict
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..errors import DataError
+from ..model.batching import Collate
 from .audio import decode_flac
-from .batching import Collate
-
-
-class DataError(ValueError):
-    """Shards that cannot be used with this model; the message names the file and what to do."""
-
-
-def _read_text(url: str) -> str:
-    if "://" in url or url.startswith("pipe:"):
-        import webdataset as wds
-
-        with wds.gopen(url) as stream:
-            return stream.read().decode("utf-8")
-    path = Path(url)
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `python -m vago_lightning prepare ... --out {path.parent}` first")
-    return path.read_text(encoding="utf-8")
-
-
-def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
-
-
-def load_manifest(shards_dir: str) -> dict:
-    from .prepare import MANIFEST_VERSION
-
-    manifest = json.loads(_read_text(_join(shards_dir, "manifest.json")))
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise DataError(f"{_join(shards_dir, 'manifest.json')}: written by another version of prepare; run prepare again")
-    return manifest
-
-
-def check_codes_match(manifest: dict, corpora: list[str], base_model: str, where: str) -> None:
-    """Refuse shards whose precomputed DVAE codes came from another DVAE or mel statistics."""
-    from .prepare import sha256_file
-
-    base = Path(base_model)
-    with_codes = [name for name in corpora if manifest["corpora"][name].get("codes")]
-    if not with_codes:
-        return
-    ours = {field: sha256_file(base / file) for file, field in (("dvae.pth", "dvae_sha256"),
-                                                                ("mel_stats.pth", "mel_stats_sha256"))}
-    for name in with_codes:
-        made_with = manifest["corpora"][name]["base_model"]
-        for file, field in (("dvae.pth", "dvae_sha256"), ("mel_stats.pth", "mel_stats_sha256")):
-            if ours[field] != made_with[field]:
-                raise DataError(
-                    f"{where}: corpus {name!r} has DVAE codes made with {made_with['path']}/{file}, which differs "
-                    f"from {base / file}; run prepare again with --base-model {base}"
-                )
-
-
-def plan_epoch(samples: list[dict], batch_size: int, world_size: int, seed: int, epoch: int,
-               pool_batches: int = 16) -> list[list[list[dict]]]:
-    """Batches for each rank for one epoch: rank r's list is plan[r]. Same on every rank.
-
-    Shuffled, then sorted by duration inside pools of `pool_batches` batches, cut into
-    world_size * k batches of near-equal size (k = ceil(n / (world_size * batch_size))), shuffled
-    again and dealt round-robin. Every sample appears exactly once; every rank gets k batches.
-    """
-    rng = random.Random(f"{seed}/{epoch}")
-    order = list(samples)
-    rng.shuffle(order)
-    n = len(order)
-    per_rank = math.ceil(n / (world_size * batch_size))
-    n_batches = world_size * per_rank
-    if n < n_batches:
-        raise DataError(f"{n} train samples cannot fill {n_batches} batches for {world_size} ranks; "
-                        "use fewer devices or a smaller batch_size")
-    sizes = [n // n_batches + (1 if i < n % n_batches else 0) for i in range(n_batches)]
-    pool = pool_batches * batch_size
-    bucketed = []
-    for start in range(0, n, pool):
-        bucketed += sorted(order[start:start + pool], key=lambda s: s["duration"])
-    batches, at = [], 0
-    for size in sizes:
-        batches.append(bucketed[at:at + size])
-        at += size
-    rng.shuffle(batches)
-    return [batches[r::world_size] for r in range(world_size)]
-
-
-def expand_weights(samples_by_corpus: dict[str, list[dict]], weights: dict[str, float], seed: int,
-                   epoch: int) -> list[dict]:
-    """One epoch's samples: each corpus repeated by its weight (2.0 = twice; 0.5 = a random half)."""
-    rng = random.Random(f"{seed}/{epoch}/weights")
-    out = []
-    for name, samples in sorted(samples_by_corpus.items()):
-        weight = weights.get(name, 1.0)
-        whole, part = int(weight), weight - int(weight)
-        out += samples * whole
-        out += rng.sample(samples, round(len(samples) * part))
-    return out
+from .manifest import check_codes_match, join, load_manifest
+from .plan import expand_weights, plan_epoch
 
 
 class PlannedShardDataset(IterableDataset):
     """Yields this rank's batches of one planned epoch, reading the shards that hold them."""
 
-    def __init__(self, shards_dir: str, batches_fn, length: int, tokenizer, language: str, train: bool, seed: int):
+    def __init__(
+        self, shards_dir: str, batches_fn, length: int, tokenizer, language: str, train: bool, seed: int
+    ):
         self.shards_dir = shards_dir
         self.batches_fn = batches_fn  # epoch -> this rank's batches (lists of index entries)
         self.length = length
@@ -141,8 +51,12 @@ class PlannedShardDataset(IterableDataset):
 
     def _sample(self, raw: dict, corpus: str) -> dict:
         meta = json.loads(raw["json"])
-        sample = {"text": torch.tensor(self.tokenizer.encode(meta["text"], self.language), dtype=torch.long),
-                  "wav": torch.from_numpy(decode_flac(raw["flac"])), "corpus": corpus, "key": meta["key"]}
+        sample = {
+            "text": torch.tensor(self.tokenizer.encode(meta["text"], self.language), dtype=torch.long),
+            "wav": torch.from_numpy(decode_flac(raw["flac"])),
+            "corpus": corpus,
+            "key": meta["key"],
+        }
         if "codes.npy" in raw:
             sample["codes"] = torch.from_numpy(np.load(io.BytesIO(raw["codes.npy"])).astype(np.int64))
         return sample
@@ -152,7 +66,7 @@ class PlannedShardDataset(IterableDataset):
 
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine = self.batches_fn(self.epoch)[self.skip:][worker::workers]
+        mine = self.batches_fn(self.epoch)[self.skip :][worker::workers]
         uses = Counter((e["corpus"], e["key"]) for batch in mine for e in batch)  # >1 with corpus_weights
         read: set = set()
         cache: dict = {}
@@ -164,15 +78,20 @@ class PlannedShardDataset(IterableDataset):
             # only until its batch is made.
             for corpus, shard in sorted({(e["corpus"], e["shard"]) for e in batch} - read):
                 read.add((corpus, shard))
-                for sample in wds.DataPipeline(wds.SimpleShardList([_join(self.shards_dir, corpus, shard)]),
-                                               wds.tarfile_to_samples()):
+                for sample in wds.DataPipeline(
+                    wds.SimpleShardList([join(self.shards_dir, corpus, shard)]), wds.tarfile_to_samples()
+                ):
                     if (corpus, sample["__key__"]) in uses:
                         cache[(corpus, sample["__key__"])] = sample
             missing = [e["key"] for e in batch if (e["corpus"], e["key"]) not in cache]
             if missing:
-                raise DataError(f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
-                                "shards; run prepare again")
-            yield collate([self._sample(self._take(cache, uses, (e["corpus"], e["key"])), e["corpus"]) for e in batch])
+                raise DataError(
+                    f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
+                    "shards; run prepare again"
+                )
+            yield collate(
+                [self._sample(self._take(cache, uses, (e["corpus"], e["key"])), e["corpus"]) for e in batch]
+            )
 
     @staticmethod
     def _take(cache: dict, uses: Counter, key: tuple) -> dict:
@@ -212,8 +131,8 @@ class ShardDataModule(L.LightningDataModule):
     def __init__(
         self,
         shards_dir: str = "data_shards",
-        corpora: Optional[list[str]] = None,
-        corpus_weights: Optional[dict[str, float]] = None,
+        corpora: list[str] | None = None,
+        corpus_weights: dict[str, float] | None = None,
         batch_size: int = 3,
         num_workers: int = 2,
         bucket_pool_batches: int = 16,
@@ -238,25 +157,32 @@ class ShardDataModule(L.LightningDataModule):
         self.tokenizer = None
 
     def setup(self, stage: str) -> None:
-        from .base_model import load_tokenizer
+        from ..model.base import base_fingerprint, check_base_dir, load_tokenizer
 
         hp = self.hparams
         manifest = load_manifest(hp.shards_dir)
-        where = _join(hp.shards_dir, "manifest.json")
-        names = list(hp.corpora) if hp.corpora else sorted(manifest["corpora"])
+        where = join(hp.shards_dir, "manifest.json")
+        names = list(hp.corpora) if hp.corpora else sorted(manifest.corpora)
         for name in names + sorted(hp.corpus_weights or {}):
-            if name not in manifest["corpora"]:
-                raise DataError(f"{where}: no corpus {name!r} (it has {sorted(manifest['corpora'])}); "
-                                f"fix data.corpora or prepare it")
-        if manifest["language"] != hp.language:
-            raise DataError(f"{where}: prepared for language {manifest['language']!r}, model.language is {hp.language!r}")
-        check_codes_match(manifest, names, hp.base_model, where)
+            if name not in manifest.corpora:
+                raise DataError(
+                    f"{where}: no corpus {name!r} (it has {sorted(manifest.corpora)}); "
+                    f"fix data.corpora or prepare it"
+                )
+        if manifest.language != hp.language:
+            raise DataError(
+                f"{where}: prepared for language {manifest.language!r}, model.language is {hp.language!r}"
+            )
+        check_codes_match(
+            manifest, names, base_fingerprint(check_base_dir(hp.base_model)), hp.base_model, where
+        )
         self.corpora = names
         self.tokenizer = load_tokenizer(hp.base_model)
-        self.train_samples = {n: [dict(e, corpus=n) for e in manifest["corpora"][n]["splits"]["train"]["index"]]
-                              for n in names}
-        self.val_samples = {n: [dict(e, corpus=n) for e in manifest["corpora"][n]["splits"]["val"]["index"]]
-                            for n in names}
+        # Plain dicts: the plan travels to every DataLoader worker.
+        self.train_samples = {
+            n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "train")] for n in names
+        }
+        self.val_samples = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "val")] for n in names}
         if not any(self.train_samples.values()):
             raise DataError(f"{where}: no train samples in corpora {names}")
 
@@ -273,9 +199,18 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self):
         plan_fn = _RankPlan(self, self._world()[0])
         length = len(plan_fn(0))  # the same for every epoch (weights give fixed counts)
-        dataset = PlannedShardDataset(self.hparams.shards_dir, plan_fn, length, self.tokenizer,
-                                      self.hparams.language, train=True, seed=self.hparams.seed)
-        return EpochLoader(dataset, self.trainer, num_workers=self.hparams.num_workers, persistent_workers=False)
+        dataset = PlannedShardDataset(
+            self.hparams.shards_dir,
+            plan_fn,
+            length,
+            self.tokenizer,
+            self.hparams.language,
+            train=True,
+            seed=self.hparams.seed,
+        )
+        return EpochLoader(
+            dataset, self.trainer, num_workers=self.hparams.num_workers, persistent_workers=False
+        )
 
     # --- validation -------------------------------------------------------------------------
 
@@ -285,19 +220,27 @@ class ShardDataModule(L.LightningDataModule):
         for name in self.corpora:
             samples = sorted(self.val_samples[name], key=lambda e: e["key"])
             size = self.hparams.batch_size
-            batches += [samples[i:i + size] for i in range(0, len(samples), size)]
+            batches += [samples[i : i + size] for i in range(0, len(samples), size)]
         return batches
 
     def val_dataloader(self):
         batches = self.val_batches()
         if not batches:
             return []
-        dataset = PlannedShardDataset(self.hparams.shards_dir, _Fixed(batches), len(batches), self.tokenizer,
-                                      self.hparams.language, train=False, seed=0)
+        dataset = PlannedShardDataset(
+            self.hparams.shards_dir,
+            _Fixed(batches),
+            len(batches),
+            self.tokenizer,
+            self.hparams.language,
+            train=False,
+            seed=0,
+        )
         return EpochLoader(dataset, None, num_workers=min(self.hparams.num_workers, len(batches)))
 
 
 # Picklable callables (DataLoader workers are separate processes).
+
 
 class _RankPlan:
     def __init__(self, datamodule: ShardDataModule, rank: int):

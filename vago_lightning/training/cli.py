@@ -1,4 +1,5 @@
-"""The command line: `python train.py fit --config finetune.yaml [--model.lr 1e-6 ...]`.
+"""The training command line: `python -m vago_lightning fit --config finetune.yaml [--model.lr 1e-6 ...]`
+(`python train.py fit ...` is the same command).
 
 A LightningCLI over XttsGPTModule and ShardDataModule. Settings the data and the model must share
 (base model, language) are linked, not repeated. `--run NAME` names the run: checkpoints go to
@@ -12,22 +13,26 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from .base_model import BaseModelError
+from ..data.datamodule import ShardDataModule
+from ..errors import VagoError
+from ..log import say
+from ..model.module import XttsGPTModule
+from ..parsing import OneLineErrors
 from .checkpoints import (
-    AtomicCheckpointIO, RunCheckpoint, move_aside, newest_good_checkpoint, remove_partial_saves,
+    AtomicCheckpointIO,
+    RunCheckpoint,
+    move_aside,
+    newest_good_checkpoint,
+    remove_partial_saves,
 )
-from .data import DataError, ShardDataModule
-from .guard import DivergenceGuard, WarningSigns, say
-from .model import XttsGPTModule
-from .preflight import Preflight, PreflightError, resolve_precision
-
+from .guard import DivergenceGuard, WarningSigns
+from .preflight import Preflight, resolve_precision
 
 # Two Lightning warnings that describe this design, not a problem: the frozen DVAE and mel
 # extractors stay in eval mode on purpose, and the planned dataset splits its batches among
@@ -37,7 +42,7 @@ warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__`
 
 
 class XttsTrainer(L.Trainer):
-    def __init__(self, *args, precision: Optional[str] = "auto", **kwargs):
+    def __init__(self, *args, precision: str | None = "auto", **kwargs):
         """A Lightning Trainer whose precision may be "auto": bf16-mixed on GPUs that support it
         (an RTX 4070 does), 16-mixed with a grad scaler on older CUDA cards, 32-true on CPU."""
         on_cpu = str(kwargs.get("accelerator", "auto")) == "cpu"
@@ -47,31 +52,57 @@ class XttsTrainer(L.Trainer):
         super().__init__(*args, precision=chosen, **kwargs)
 
 
+class XttsArgumentParser(OneLineErrors, LightningArgumentParser):
+    pass
+
+
 class XttsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--run", type=str, default="run",
-                            help="run name: checkpoints/<run>/ and lightning_logs/<run>/")
-        parser.add_argument("--fresh", type=bool, default=False,
-                            help="start the run over: an existing run of that name is moved aside, not resumed")
+        parser.add_argument(
+            "--run", type=str, default="run", help="run name: checkpoints/<run>/ and lightning_logs/<run>/"
+        )
+        parser.add_argument(
+            "--fresh",
+            type=bool,
+            default=False,
+            help="start the run over: an existing run of that name is moved aside, not resumed",
+        )
         parser.link_arguments("model.base_model", "data.base_model")
         parser.link_arguments("model.language", "data.language")
         # Always present, configurable under their own keys.
         parser.add_lightning_class_args(RunCheckpoint, "best_checkpoint")
-        parser.set_defaults({
-            "best_checkpoint.monitor": "val/loss", "best_checkpoint.mode": "min", "best_checkpoint.save_top_k": 1,
-            "best_checkpoint.filename": "best", "best_checkpoint.save_last": True,
-            "best_checkpoint.auto_insert_metric_name": False, "best_checkpoint.enable_version_counter": False,
-        })
+        parser.set_defaults(
+            {
+                "best_checkpoint.monitor": "val/loss",
+                "best_checkpoint.mode": "min",
+                "best_checkpoint.save_top_k": 1,
+                "best_checkpoint.filename": "best",
+                "best_checkpoint.save_last": True,
+                "best_checkpoint.auto_insert_metric_name": False,
+                "best_checkpoint.enable_version_counter": False,
+            }
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
-        parser.set_defaults({
-            "periodic_checkpoint.monitor": "step", "periodic_checkpoint.mode": "max",
-            "periodic_checkpoint.every_n_train_steps": 500, "periodic_checkpoint.save_top_k": 3,
-            "periodic_checkpoint.filename": "step-{step:06d}", "periodic_checkpoint.auto_insert_metric_name": False,
-            "periodic_checkpoint.save_last": True,  # last.ckpt: the newest state, whichever saved it
-        })
+        parser.set_defaults(
+            {
+                "periodic_checkpoint.monitor": "step",
+                "periodic_checkpoint.mode": "max",
+                "periodic_checkpoint.every_n_train_steps": 500,
+                "periodic_checkpoint.save_top_k": 3,
+                "periodic_checkpoint.filename": "step-{step:06d}",
+                "periodic_checkpoint.auto_insert_metric_name": False,
+                "periodic_checkpoint.save_last": True,  # last.ckpt: the newest state, whichever saved it
+            }
+        )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.mode": "min",
-                             "early_stopping.patience": 5, "early_stopping.check_finite": True})
+        parser.set_defaults(
+            {
+                "early_stopping.monitor": "val/loss",
+                "early_stopping.mode": "min",
+                "early_stopping.patience": 5,
+                "early_stopping.check_finite": True,
+            }
+        )
         parser.add_lightning_class_args(DivergenceGuard, "guard")
         parser.add_lightning_class_args(WarningSigns, "warning_signs")
 
@@ -106,8 +137,10 @@ class XttsCLI(LightningCLI):
             for problem in problems:
                 say(problem)
             if path is not None:
-                say(f"resuming run {run!r} from {path} (step {step}); pass --fresh true to start it over",
-                    warning=False)
+                say(
+                    f"resuming run {run!r} from {path} (step {step}); pass --fresh true to start it over",
+                    warning=False,
+                )
                 config.ckpt_path = str(path)
         if config.get("ckpt_path"):
             config.model.init_from = None  # the checkpoint holds the weights; init_from is for new runs
@@ -120,11 +153,16 @@ class XttsCLI(LightningCLI):
 def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
     try:
         return XttsCLI(
-            XttsGPTModule, ShardDataModule, args=args, run=run, trainer_class=XttsTrainer,
+            XttsGPTModule,
+            ShardDataModule,
+            args=args,
+            run=run,
+            trainer_class=XttsTrainer,
             trainer_defaults={"callbacks": [Preflight()]},  # always on, before the first step
             save_config_kwargs={"overwrite": True},  # a resumed run writes its config.yaml again
             parser_kwargs={"default_env": False},
+            parser_class=XttsArgumentParser,
         )
-    except (DataError, BaseModelError, PreflightError) as err:
+    except VagoError as err:
         # Bad input is one line that names the file or key and what to do, not a traceback.
         raise SystemExit(f"error: {err}") from None

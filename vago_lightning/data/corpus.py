@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..constants import SENTENCE_END
+from ..errors import DataError
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".json")
 
@@ -62,9 +65,9 @@ def read_corpus(root: Path) -> tuple[list[Item], list[Rejection], str]:
             items += got
             rejections += bad
         return items, rejections, "subtitles"
-    raise FileNotFoundError(
+    raise DataError(
         f"{root}: no metadata.csv and no recording with a .srt/.vtt/.json subtitle file of the same name; "
-        "see README 'Your own corpora'"
+        "see README 'Training on your own corpora'"
     )
 
 
@@ -81,12 +84,26 @@ def _read_coqui_csv(root: Path, metadata: Path):
         if number == 1:
             continue  # header
         if len(row) < 2:
-            rejections.append(Rejection(str(metadata), number, "malformed_line",
-                                        f"expected audio_file|text|speaker_name, got {len(row)} field(s)"))
+            rejections.append(
+                Rejection(
+                    str(metadata),
+                    number,
+                    "malformed_line",
+                    f"expected audio_file|text|speaker_name, got {len(row)} field(s)",
+                )
+            )
             continue
         audio = root / row[0].strip()
-        items.append(Item(id=Path(row[0].strip()).stem, text=row[1].strip(), audio=audio, source=str(metadata),
-                          line=number, speaker=row[2].strip() if len(row) > 2 else ""))
+        items.append(
+            Item(
+                id=Path(row[0].strip()).stem,
+                text=row[1].strip(),
+                audio=audio,
+                source=str(metadata),
+                line=number,
+                speaker=row[2].strip() if len(row) > 2 else "",
+            )
+        )
     return items, rejections
 
 
@@ -94,12 +111,25 @@ def _read_ljspeech(root: Path, metadata: Path):
     items, rejections = [], []
     for number, row in _rows(metadata):
         if len(row) < 2:
-            rejections.append(Rejection(str(metadata), number, "malformed_line",
-                                        f"expected id|text|normalized_text, got {len(row)} field(s)"))
+            rejections.append(
+                Rejection(
+                    str(metadata),
+                    number,
+                    "malformed_line",
+                    f"expected id|text|normalized_text, got {len(row)} field(s)",
+                )
+            )
             continue
         text = row[2].strip() if len(row) > 2 and row[2].strip() else row[1].strip()
-        items.append(Item(id=row[0].strip(), text=text, audio=root / "wavs" / f"{row[0].strip()}.wav",
-                          source=str(metadata), line=number))
+        items.append(
+            Item(
+                id=row[0].strip(),
+                text=text,
+                audio=root / "wavs" / f"{row[0].strip()}.wav",
+                source=str(metadata),
+                line=number,
+            )
+        )
     return items, rejections
 
 
@@ -142,8 +172,10 @@ def parse_subtitles(path: Path) -> list[Segment]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
             data = data.get("segments", [])
-        return [Segment(float(s["start"]), float(s["end"]), str(s["text"]).strip(), i)
-                for i, s in enumerate(data, start=1)]
+        return [
+            Segment(float(s["start"]), float(s["end"]), str(s["text"]).strip(), i)
+            for i, s in enumerate(data, start=1)
+        ]
     segments = []
     blocks = re.split(r"\n\s*\n", path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
     for block in blocks:
@@ -152,17 +184,14 @@ def parse_subtitles(path: Path) -> list[Segment]:
         if arrow is None:
             continue  # WEBVTT header, NOTE blocks, styles
         start, end = (part.strip().split(" ")[0] for part in lines[arrow].split("-->"))
-        text = " ".join(re.sub(r"<[^>]+>", "", line).strip() for line in lines[arrow + 1:])
+        text = " ".join(re.sub(r"<[^>]+>", "", line).strip() for line in lines[arrow + 1 :])
         segments.append(Segment(_seconds(start), _seconds(end), text, len(segments) + 1))
     return segments
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
-
-
 def _sentences(segment: Segment) -> list[Segment]:
     """Split a segment at sentence ends, with times interpolated by character count."""
-    parts = [p for p in _SENTENCE_END.split(segment.text.strip()) if p]
+    parts = [p for p in SENTENCE_END.split(segment.text.strip()) if p]
     if len(parts) <= 1:
         return [segment]
     total = sum(len(p) for p in parts)
@@ -174,8 +203,13 @@ def _sentences(segment: Segment) -> list[Segment]:
     return out
 
 
-def plan_cuts(segments: list[Segment], min_seconds: float = 2.0, max_seconds: float = 10.0,
-              max_gap: float = 1.5, pad: float = 0.15) -> list[tuple[float, float, str, list[int]]]:
+def plan_cuts(
+    segments: list[Segment],
+    min_seconds: float = 2.0,
+    max_seconds: float = 10.0,
+    max_gap: float = 1.5,
+    pad: float = 0.15,
+) -> list[tuple[float, float, str, list[int]]]:
     """Cut points for clips of 2-10 s: sentences are merged with their neighbours while the clip is
     short, a clip closes at a sentence end once it is long enough, never across a long pause, and
     each side gets up to `pad` seconds of padding (at most half the gap to the neighbour)."""
@@ -211,6 +245,16 @@ def items_from_subtitles(audio: Path, subtitles: Path) -> tuple[list[Item], list
         return [], [Rejection(str(subtitles), None, "malformed_subtitles", str(err))]
     items = []
     for index, (start, end, text, numbers) in enumerate(plan_cuts(segments)):
-        items.append(Item(id=f"{audio.stem}_{index:04d}", text=text, audio=audio, source=str(subtitles),
-                          line=numbers[0], start=start, end=end, extra={"segments": numbers}))
+        items.append(
+            Item(
+                id=f"{audio.stem}_{index:04d}",
+                text=text,
+                audio=audio,
+                source=str(subtitles),
+                line=numbers[0],
+                start=start,
+                end=end,
+                extra={"segments": numbers},
+            )
+        )
     return items, []

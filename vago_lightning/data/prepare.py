@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, ClipLimits, SAMPLE_RATE, check_clip, encode_flac, load_clip
+from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
+from ..errors import AudioError, DataError, UsageError
+from ..files import publish_dir, sha256_file, write_text_atomic
+from .audio import ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, shard_key
-from .files import publish_dir, write_text_atomic
-
-MANIFEST_VERSION = 2
-CATEGORIES = ("short", "medium", "long", "question")
+from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
 
 
 @dataclass
@@ -37,8 +37,8 @@ class PrepareSettings:
     val_fraction: float = 0.02
     seed: int = 0
     min_seconds: float = 1.0
-    max_samples: int = 255_995
-    max_text_tokens: int = 200
+    max_samples: int = MAX_WAV_SAMPLES
+    max_text_tokens: int = MAX_TEXT_TOKENS
     shard_size: int = 64  # samples per shard: several shards per corpus for shuffling and workers
 
 
@@ -49,25 +49,13 @@ def category(seconds: float, text: str) -> str:
     return "short" if seconds < 4 else ("medium" if seconds < 7 else "long")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def base_fingerprint(base_dir: Path) -> dict:
-    """What the shards' codes and token checks depend on: the base's DVAE, mel statistics and vocab."""
-    return {"path": str(base_dir), "dvae_sha256": sha256_file(base_dir / "dvae.pth"),
-            "mel_stats_sha256": sha256_file(base_dir / "mel_stats.pth"),
-            "vocab_sha256": sha256_file(base_dir / "vocab.json")}
-
-
-def inputs_fingerprint(items: list[Item], rejections: list[Rejection], settings: PrepareSettings,
-                       base: dict | None, fmt: str) -> str:
+def inputs_fingerprint(
+    items: list[Item], rejections: list[Rejection], settings: PrepareSettings, base: dict | None, fmt: str
+) -> str:
     """Changes when any input file (content of text files, size and mtime of audio) or setting does."""
-    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode()
+    )
     sources = sorted({i.source for i in items} | {r.source for r in rejections})
     for source in sources:
         digest.update(source.encode())
@@ -93,8 +81,8 @@ def _init_worker(base_dir: str | None, limits: ClipLimits, threads: int | None =
     _WORKER["limits"] = limits
     _WORKER["dvae"] = None
     if base_dir:
-        from .base_model import load_dvae
-        from .features import dvae_mel
+        from ..model.base import load_dvae
+        from ..model.features import dvae_mel
 
         base = Path(base_dir)
         _WORKER["dvae"] = load_dvae(base / "dvae.pth")
@@ -108,20 +96,25 @@ def _process(item: Item) -> dict:
         check_clip(clip, _WORKER["limits"])
     except AudioError as err:
         return {"rejected": err.reason, "detail": err.detail}
-    record = {"flac": encode_flac(clip), "seconds": clip.seconds, "source_rate": clip.source_rate,
-              "source_channels": clip.source_channels}
+    record = {
+        "flac": encode_flac(clip),
+        "seconds": clip.seconds,
+        "source_rate": clip.source_rate,
+        "source_channels": clip.source_channels,
+    }
     if _WORKER["dvae"] is not None:
         import torch
 
-        from .features import dvae_codes
+        from ..model.features import dvae_codes
 
         codes = dvae_codes(_WORKER["dvae"], _WORKER["mel"], torch.from_numpy(clip.wav)[None])[0]
         record["codes"] = codes.numpy().astype(np.int16)
     return record
 
 
-def _run_clips(items: list[Item], base_dir: Path | None, limits: ClipLimits, workers: int, label: str,
-               progress: bool) -> list[dict]:
+def _run_clips(
+    items: list[Item], base_dir: Path | None, limits: ClipLimits, workers: int, label: str, progress: bool
+) -> list[dict]:
     from contextlib import nullcontext
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -131,8 +124,9 @@ def _run_clips(items: list[Item], base_dir: Path | None, limits: ClipLimits, wor
         _init_worker(*args, threads=None)  # in this process: leave its thread count alone
         pool, mapped = nullcontext(), map(_process, items)
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                   initargs=args)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args
+        )
         mapped = pool.map(_process, items, chunksize=4)
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with pool, Progress(*columns, disable=not progress) as bar:
@@ -171,8 +165,11 @@ def stratified_split(records: list[dict], fraction: float, seed: int, corpus: st
 
 
 def _encode_sample(record: dict) -> dict:
-    sample = {"__key__": record["key"], "flac": record["flac"],
-              "json": json.dumps(record["meta"], ensure_ascii=False).encode("utf-8")}
+    sample = {
+        "__key__": record["key"],
+        "flac": record["flac"],
+        "json": json.dumps(record["meta"], ensure_ascii=False).encode("utf-8"),
+    }
     if "codes" in record:
         buffer = io.BytesIO()
         np.save(buffer, record["codes"])
@@ -188,25 +185,26 @@ def write_shards(directory: Path, split: str, records: list[dict], shard_size: i
     for start in range(0, len(records), shard_size):
         name = f"{split}-{len(names):06d}.tar"
         with wds.TarWriter(str(directory / name), mtime=0) as sink:
-            for record in records[start:start + shard_size]:
+            for record in records[start : start + shard_size]:
                 sink.write(_encode_sample(record))
                 record["shard"] = name
         names.append(name)
     return names
 
 
-def _index(records: list[dict]) -> list[dict]:
-    """What the trainer plans epochs with before reading any audio: each sample's shard and length."""
-    return [{"key": r["key"], "shard": r["shard"], "duration": r["meta"]["duration"], "category": r["category"]}
-            for r in records]
-
-
-def _split_stats(records: list[dict]) -> dict:
+def _split(shards: list[str], records: list[dict]) -> Split:
+    """A split's entry; its index is what the trainer plans epochs with before reading any audio."""
     cats = Counter(r["category"] for r in records)
-    return {"samples": len(records), "seconds": round(sum(r["meta"]["duration"] for r in records), 3),
-            "categories": {c: cats.get(c, 0) for c in CATEGORIES},
-            "category_seconds": {c: round(sum(r["meta"]["duration"] for r in records if r["category"] == c), 3)
-                                 for c in CATEGORIES}}
+    return Split(
+        shards=shards,
+        samples=len(records),
+        seconds=round(sum(r["meta"]["duration"] for r in records), 3),
+        categories={c: cats.get(c, 0) for c in CATEGORIES},
+        category_seconds={
+            c: round(sum(r["meta"]["duration"] for r in records if r["category"] == c), 3) for c in CATEGORIES
+        },
+        index=[IndexEntry(r["key"], r["shard"], r["meta"]["duration"], r["category"]) for r in records],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,27 +219,38 @@ def _text_problem(text: str, duplicate: bool, tokenizer, settings: PrepareSettin
         return "empty_text", "no text after cleaning"
     if tokenizer is not None:
         ids = tokenizer.encode(text, settings.language)
-        if 1 in ids:  # [UNK]
+        if UNK_TOKEN_ID in ids:
             return "unknown_tokens", "text has characters the base model's vocab.json does not know"
         if len(ids) > settings.max_text_tokens:
             return "too_many_tokens", f"{len(ids)} tokens > {settings.max_text_tokens}"
     return None
 
 
-def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, base_dir: Path | None,
-                   base: dict | None, workers: int, progress: bool, previous: dict | None) -> tuple[dict, bool]:
+def prepare_corpus(
+    name: str,
+    root: Path,
+    out: Path,
+    settings: PrepareSettings,
+    base_dir: Path | None,
+    base: dict | None,
+    workers: int,
+    progress: bool,
+    previous: CorpusEntry | None,
+) -> tuple[CorpusEntry, bool]:
     """Build (or keep) `out/<name>`; returns its corpus.json entry and whether it was rebuilt."""
     items, rejections, fmt = read_corpus(root)
     fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
     target = out / name
-    if previous and previous.get("fingerprint") == fingerprint and all(
-        (target / shard).is_file() for split in previous["splits"].values() for shard in split["shards"]
+    if (
+        previous
+        and previous.fingerprint == fingerprint
+        and all((target / s).is_file() for s in previous.shard_names())
     ):
         return previous, False
 
     tokenizer = None
     if base_dir is not None:
-        from .base_model import load_tokenizer
+        from ..model.base import load_tokenizer
 
         tokenizer = load_tokenizer(base_dir)
 
@@ -255,7 +264,9 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
         seen.add(key)
         if problem:
             reason, detail = problem
-            rejected.append(Rejection(item.source, item.line, reason, detail.format(id=item.id, key=key), item.id))
+            rejected.append(
+                Rejection(item.source, item.line, reason, detail.format(id=item.id, key=key), item.id)
+            )
             continue
         accepted.append((item, key, text))
 
@@ -267,11 +278,23 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
             rejected.append(Rejection(item.source, item.line, result["rejected"], result["detail"], item.id))
             continue
         cat = category(result["seconds"], text)
-        meta = {"id": item.id, "key": key, "text": text, "language": settings.language, "speaker": item.speaker,
-                "corpus": name, "category": cat, "duration": round(result["seconds"], 4),
-                "source": str(item.audio), "metadata": item.source, "line": item.line, "start": item.start,
-                "end": item.end, "source_rate": result["source_rate"],
-                "source_channels": result["source_channels"]}
+        meta = {
+            "id": item.id,
+            "key": key,
+            "text": text,
+            "language": settings.language,
+            "speaker": item.speaker,
+            "corpus": name,
+            "category": cat,
+            "duration": round(result["seconds"], 4),
+            "source": str(item.audio),
+            "metadata": item.source,
+            "line": item.line,
+            "start": item.start,
+            "end": item.end,
+            "source_rate": result["source_rate"],
+            "source_channels": result["source_channels"],
+        }
         records.append(dict(result, key=key, category=cat, meta=meta))
 
     held = stratified_split(records, settings.val_fraction, settings.seed, name)
@@ -279,21 +302,27 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
     val = sorted((r for r in records if r["key"] in held), key=lambda r: r["key"])
     random.Random(f"{settings.seed}/{name}/order").shuffle(train)  # mixed categories in every shard
 
-    entry = {
-        "corpus": name, "input": str(root), "format": fmt, "fingerprint": fingerprint,
-        "inputs": len(items) + len(rejections), "settings": asdict(settings), "base_model": base,
-        "codes": base is not None, "sample_rate": SAMPLE_RATE,
-        "splits": {}, "rejected": dict(sorted(Counter(r.reason for r in rejected).items())),
-        "rejected_total": len(rejected),
-    }
+    entry = CorpusEntry(
+        corpus=name,
+        input=str(root),
+        format=fmt,
+        fingerprint=fingerprint,
+        inputs=len(items) + len(rejections),
+        settings=asdict(settings),
+        base_model=base,
+        codes=base is not None,
+        sample_rate=SAMPLE_RATE,
+        splits={},
+        rejected=dict(sorted(Counter(r.reason for r in rejected).items())),
+        rejected_total=len(rejected),
+    )
     with publish_dir(target) as tmp:
         for split, rows in (("train", train), ("val", val)):
-            shards = write_shards(tmp, split, rows, settings.shard_size)
-            entry["splits"][split] = dict(shards=shards, **_split_stats(rows), index=_index(rows))
+            entry.splits[split] = _split(write_shards(tmp, split, rows, settings.shard_size), rows)
         with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
             for row in rejected:
                 f.write(json.dumps(dict(asdict(row), corpus=name), ensure_ascii=False) + "\n")
-        (tmp / "corpus.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
+        (tmp / "corpus.json").write_text(entry.to_json(), encoding="utf-8")
     return entry, True
 
 
@@ -301,15 +330,21 @@ def prepare_corpus(name: str, root: Path, out: Path, settings: PrepareSettings, 
 # All corpora
 
 
-def prepare(corpora: dict[str, Path], out: Path, settings: PrepareSettings, base_dir: Path | None = None,
-            workers: int = 1, progress: bool = True) -> tuple[dict, dict[str, bool]]:
+def prepare(
+    corpora: dict[str, Path],
+    out: Path,
+    settings: PrepareSettings,
+    base_dir: Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> tuple[Manifest, dict[str, bool]]:
     """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
     for name in corpora:
         if shard_key(name) != name:
-            raise ValueError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")
+            raise UsageError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")
     base = None
     if base_dir is not None:
-        from .base_model import check_base_dir
+        from ..model.base import base_fingerprint, check_base_dir
 
         base = base_fingerprint(check_base_dir(base_dir))
     out.mkdir(parents=True, exist_ok=True)
@@ -318,56 +353,72 @@ def prepare(corpora: dict[str, Path], out: Path, settings: PrepareSettings, base
     entries, rebuilt = {}, {}
     for name, root in corpora.items():
         if not Path(root).is_dir():
-            raise FileNotFoundError(f"--corpus {name}={root}: directory not found")
-        previous_file = out / name / "corpus.json"
-        previous = json.loads(previous_file.read_text()) if previous_file.is_file() else None
-        entries[name], rebuilt[name] = prepare_corpus(name, Path(root), out, settings, base_dir, base, workers,
-                                                      progress, previous)
-    manifest = {"version": MANIFEST_VERSION, "language": settings.language, "settings": asdict(settings),
-                "base_model": base, "corpora": entries, "totals": totals(entries)}
-    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+            raise DataError(f"--corpus {name}={root}: directory not found")
+        entries[name], rebuilt[name] = prepare_corpus(
+            name,
+            Path(root),
+            out,
+            settings,
+            base_dir,
+            base,
+            workers,
+            progress,
+            _previous(out / name / "corpus.json"),
+        )
+    manifest = Manifest(
+        language=settings.language,
+        settings=asdict(settings),
+        base_model=base,
+        corpora=entries,
+        totals=totals(entries),
+    )
+    write_text_atomic(out / "manifest.json", manifest.to_json())
     rejected_lines = "".join((out / name / "rejected.jsonl").read_text(encoding="utf-8") for name in entries)
     write_text_atomic(out / "rejected.jsonl", rejected_lines)
     write_text_atomic(out / "summary.md", summary(manifest))
     return manifest, rebuilt
 
 
-def totals(entries: dict) -> dict:
-    t = {"inputs": 0, "train": 0, "val": 0, "rejected": 0, "seconds": 0.0}
-    for e in entries.values():
-        t["inputs"] += e["inputs"]
-        t["train"] += e["splits"]["train"]["samples"]
-        t["val"] += e["splits"]["val"]["samples"]
-        t["rejected"] += e["rejected_total"]
-        t["seconds"] += e["splits"]["train"]["seconds"] + e["splits"]["val"]["seconds"]
-    t["seconds"] = round(t["seconds"], 3)
-    return t
+def _previous(path: Path) -> CorpusEntry | None:
+    """The corpus entry an earlier run wrote, or None when there is none that this version can read."""
+    try:
+        return CorpusEntry.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def summary(manifest: dict) -> str:
+def summary(manifest: Manifest) -> str:
     """Markdown: samples and minutes per corpus and category, totals, and the seed's quality checks."""
     lines = ["# Prepared data", "", "| corpus | category | samples | minutes |", "|---|---|---:|---:|"]
     all_cats: Counter = Counter()
-    for name, e in manifest["corpora"].items():
+    for name, e in manifest.corpora.items():
         for c in CATEGORIES:
-            n = sum(e["splits"][s]["categories"][c] for s in ("train", "val"))
-            sec = sum(e["splits"][s]["category_seconds"][c] for s in ("train", "val"))
+            n = sum(e.splits[s].categories[c] for s in ("train", "val"))
+            sec = sum(e.splits[s].category_seconds[c] for s in ("train", "val"))
             if n:
                 all_cats[c] += n
                 lines.append(f"| {name} | {c} | {n} | {sec / 60:.1f} |")
-        n = e["splits"]["train"]["samples"] + e["splits"]["val"]["samples"]
-        sec = e["splits"]["train"]["seconds"] + e["splits"]["val"]["seconds"]
+        n = e.splits["train"].samples + e.splits["val"].samples
+        sec = e.splits["train"].seconds + e.splits["val"].seconds
         lines.append(f"| **{name}** | all | **{n}** | **{sec / 60:.1f}** |")
-    t = manifest["totals"]
-    lines += [f"| **total** | | **{t['train'] + t['val']}** | **{t['seconds'] / 60:.1f}** |", "",
-              f"Inputs {t['inputs']} = train {t['train']} + validation {t['val']} + rejected {t['rejected']}"
-              " (rejected.jsonl says which and why).", "", "## Quality checks", ""]
+    t = manifest.totals
+    lines += [
+        f"| **total** | | **{t['train'] + t['val']}** | **{t['seconds'] / 60:.1f}** |",
+        "",
+        f"Inputs {t['inputs']} = train {t['train']} + validation {t['val']} + rejected {t['rejected']}"
+        " (rejected.jsonl says which and why).",
+        "",
+        "## Quality checks",
+        "",
+    ]
     minutes = t["seconds"] / 60
-    styles = len(manifest["corpora"])
+    styles = len(manifest.corpora)
     checks = [
         (minutes > 30, f"total duration over 30 minutes: {minutes:.1f} min"),
-        (styles >= 2 and len(all_cats) >= 3,
-         f"several speaking styles: {styles} corpora, {len(all_cats)} categories"),
+        (
+            styles >= 2 and len(all_cats) >= 3,
+            f"several speaking styles: {styles} corpora, {len(all_cats)} categories",
+        ),
         (t["val"] >= styles, f"validation clips in every corpus: {t['val']} held out"),
         (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
     ]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .demo_text import interview_sentences, quiz_sentences
+from ..errors import OutputExistsError, UsageError
+from .text import interview_sentences, quiz_sentences
 
 SPEAKER = "demo_host"
 # The longest demo clip stays under the seed's 10 s "long" ceiling and XTTS's 11.6 s limit.
@@ -39,15 +40,27 @@ INTERVIEW_VOICE = Voice(speed=145, pitch=44)
 def espeak_path() -> str:
     path = shutil.which("espeak-ng")
     if path is None:
-        raise RuntimeError("espeak-ng not found: run `make install` (it installs the Debian package espeak-ng)")
+        raise UsageError("espeak-ng not found: run `make install` (it installs the Debian package espeak-ng)")
     return path
 
 
 def synthesize(text: str, voice: Voice, out: Path) -> float:
     """Speak `text` into a 22,050 Hz mono wav at `out`; return its duration in seconds."""
     subprocess.run(
-        [espeak_path(), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "-w", str(out), text],
-        check=True, capture_output=True,
+        [
+            espeak_path(),
+            "-v",
+            voice.name,
+            "-s",
+            str(voice.speed),
+            "-p",
+            str(voice.pitch),
+            "-w",
+            str(out),
+            text,
+        ],
+        check=True,
+        capture_output=True,
     )
     info = sf.info(str(out))
     return info.frames / info.samplerate
@@ -68,11 +81,15 @@ def write_corpus(out: Path, texts: list[str], voice: Voice, prefix: str, workers
     (tmp / "wavs").mkdir()
     names = [f"{prefix}_{i:04d}" for i in range(len(texts))]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(
-            lambda nt: _synthesize_fitting(nt[1], voice, tmp / "wavs" / f"{nt[0]}.wav"), zip(names, texts)
-        ))
-    rows = [dict(audio_file=f"wavs/{name}.wav", text=text, speaker_name=SPEAKER, seconds=seconds)
-            for name, (text, seconds) in zip(names, results)]
+        results = list(
+            pool.map(
+                lambda nt: _synthesize_fitting(nt[1], voice, tmp / "wavs" / f"{nt[0]}.wav"), zip(names, texts)
+            )
+        )
+    rows = [
+        dict(audio_file=f"wavs/{name}.wav", text=text, speaker_name=SPEAKER, seconds=seconds)
+        for name, (text, seconds) in zip(names, results)
+    ]
     with open(tmp / "metadata.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="|", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         writer.writerow(["audio_file", "text", "speaker_name"])
@@ -95,7 +112,7 @@ def write_demo_corpora(out: str | Path, seed: int = 0, workers: int = 2, overwri
         target = out / name
         if target.exists():
             if not overwrite:
-                raise FileExistsError(f"{target}: exists; pass --overwrite to write the demo corpora again")
+                raise OutputExistsError(f"{target}: exists; pass --overwrite to write the demo corpora again")
             shutil.rmtree(target)
         written[name] = write_corpus(target, texts, voice, prefix, workers)
     return written
@@ -105,5 +122,7 @@ def describe(rows: list[dict]) -> str:
     seconds = [r["seconds"] for r in rows]
     short = sum(s < 4 for s in seconds)
     long_ = sum(s >= 7 for s in seconds)
-    return (f"{len(rows)} clips, {sum(seconds) / 60:.1f} min "
-            f"(short {short}, medium {len(rows) - short - long_}, long {long_}; longest {max(seconds):.1f} s)")
+    return (
+        f"{len(rows)} clips, {sum(seconds) / 60:.1f} min "
+        f"(short {short}, medium {len(rows) - short - long_}, long {long_}; longest {max(seconds):.1f} s)"
+    )

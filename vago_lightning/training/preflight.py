@@ -9,13 +9,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .guard import say
+from ..errors import PreflightError
+from ..log import say
 
 GB = 1024**3
-
-
-class PreflightError(RuntimeError):
-    """The run cannot succeed as configured; the message says what to change."""
 
 
 def resolve_precision(requested: str | None, cuda: bool | None = None, bf16: bool | None = None) -> str:
@@ -44,17 +41,34 @@ class MemoryEstimate:
         return self.weights + self.grads + self.optimizer + self.activations + self.frozen + self.overhead
 
 
-def estimate_gpu_memory(trainable: int, frozen: int, layers: int, dim: int, heads: int, batch_size: int,
-                        precision: str, gradient_checkpointing: bool, seq_len: int = 32 + 202 + 253) -> MemoryEstimate:
+def estimate_gpu_memory(
+    trainable: int,
+    frozen: int,
+    layers: int,
+    dim: int,
+    heads: int,
+    batch_size: int,
+    precision: str,
+    gradient_checkpointing: bool,
+    seq_len: int = 32 + 202 + 253,
+) -> MemoryEstimate:
     """Bytes the GPU needs for one training step of the XTTS GPT (fp32 weights, grads and AdamW
     moments; transformer activations after Korthikanti et al. at the longest sequence: 32 prompt
     latents, 200 text tokens, 11.6 s of codes)."""
     act_bytes = 2 if "16" in precision else 4
     per_layer = seq_len * batch_size * dim * (34 + 5 * heads * seq_len / dim) * act_bytes / 2
-    activations = (layers * seq_len * batch_size * dim * act_bytes + per_layer) if gradient_checkpointing \
+    activations = (
+        (layers * seq_len * batch_size * dim * act_bytes + per_layer)
+        if gradient_checkpointing
         else layers * per_layer
-    return MemoryEstimate(weights=4 * trainable, grads=4 * trainable, optimizer=8 * trainable,
-                          activations=activations, frozen=4 * frozen)
+    )
+    return MemoryEstimate(
+        weights=4 * trainable,
+        grads=4 * trainable,
+        optimizer=8 * trainable,
+        activations=activations,
+        frozen=4 * frozen,
+    )
 
 
 def checkpoint_bytes(trainable: int) -> int:
@@ -78,19 +92,29 @@ def check_disk(dirpath: Path, trainable: int, kept: int) -> str:
     return f"disk: {free / GB:.1f} GB free in {probe}, ~{need / GB:.2f} GB needed for {kept} kept checkpoints"
 
 
-def check_gpu(estimate: MemoryEstimate, free: float, total: float, precision: str, batch_size: int,
-              gradient_checkpointing: bool) -> str:
+def check_gpu(
+    estimate: MemoryEstimate,
+    free: float,
+    total: float,
+    precision: str,
+    batch_size: int,
+    gradient_checkpointing: bool,
+) -> str:
     """Fail with what to change when the estimate does not fit the GPU's free memory."""
-    line = (f"GPU memory: ~{estimate.total / GB:.1f} GB needed (weights+grads+AdamW "
-            f"{(estimate.weights + estimate.grads + estimate.optimizer) / GB:.1f}, activations "
-            f"{estimate.activations / GB:.1f}), {free / GB:.1f} of {total / GB:.1f} GB free")
+    line = (
+        f"GPU memory: ~{estimate.total / GB:.1f} GB needed (weights+grads+AdamW "
+        f"{(estimate.weights + estimate.grads + estimate.optimizer) / GB:.1f}, activations "
+        f"{estimate.activations / GB:.1f}), {free / GB:.1f} of {total / GB:.1f} GB free"
+    )
     if estimate.total <= free:
         return line
     advice = []
     if batch_size > 1:
         smaller = max(1, batch_size // 2)
-        advice.append(f"--data.batch_size {smaller} with --trainer.accumulate_grad_batches "
-                      f"{-(-batch_size // smaller)} (the same effective batch)")
+        advice.append(
+            f"--data.batch_size {smaller} with --trainer.accumulate_grad_batches "
+            f"{-(-batch_size // smaller)} (the same effective batch)"
+        )
     if not gradient_checkpointing:
         advice.append("--model.gradient_checkpointing true")
     if "16" not in precision:
@@ -118,9 +142,19 @@ class Preflight(L.Callback):
         if self.check_gpu_memory and root.type == "cuda":
             gpt = pl_module.gpt
             hp = pl_module.hparams
-            batch = getattr(trainer.datamodule, "hparams", {}).get("batch_size", 3) if trainer.datamodule else 3
-            estimate = estimate_gpu_memory(trainable, frozen, len(gpt.gpt.h), gpt.model_dim, gpt.heads, batch,
-                                           precision, hp.gradient_checkpointing)
+            batch = (
+                getattr(trainer.datamodule, "hparams", {}).get("batch_size", 3) if trainer.datamodule else 3
+            )
+            estimate = estimate_gpu_memory(
+                trainable,
+                frozen,
+                len(gpt.gpt.h),
+                gpt.model_dim,
+                gpt.heads,
+                batch,
+                precision,
+                hp.gradient_checkpointing,
+            )
             free, total = torch.cuda.mem_get_info(root)
             # The model is already on the card: count its weights as available to the estimate.
             free += torch.cuda.memory_allocated(root)

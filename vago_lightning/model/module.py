@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import lightning as L
 import torch
 
-from .base_model import (
-    build_gpt, check_base_dir, gpt_state_from_checkpoint, load_dvae, load_gpt_weights, load_tokenizer,
+from ..errors import BaseModelError
+from .base import (
+    base_fingerprint,
+    build_gpt,
+    check_base_dir,
+    gpt_state_from_checkpoint,
+    load_dvae,
+    load_gpt_weights,
+    load_tokenizer,
     load_xtts_config,
+    same_base,
 )
-from .batching import select
+from .batching import Batch
 from .features import conditioning_mel, dvae_codes, dvae_mel
 from .losses import LossWeights, PromptMasking, gpt_losses, weighted
 from .optim import lr_factor, weight_decay_groups
@@ -30,7 +38,7 @@ class XttsGPTModule(L.LightningModule):
     def __init__(
         self,
         base_model: str = "models/tiny-xtts",
-        init_from: Optional[str] = None,
+        init_from: str | None = None,
         language: str = "hu",
         lr: float = 5e-6,
         weight_decay: float = 1e-2,
@@ -83,8 +91,7 @@ class XttsGPTModule(L.LightningModule):
         self.cond_mel = conditioning_mel(mel_stats)
         for module in (self.dvae, self.dvae_mel, self.cond_mel):
             module.requires_grad_(False)
-        # Frozen parts are not saved in checkpoints (see on_save_checkpoint).
-        self.strict_loading = False
+        self.base_fingerprint = base_fingerprint(base)
         if gradient_checkpointing:
             enable_gradient_checkpointing(self.gpt)
 
@@ -101,56 +108,74 @@ class XttsGPTModule(L.LightningModule):
     # --- the step ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def batch_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """DVAE codes (precomputed ones when the batch has them) and conditioning mels [B,1,80,T]."""
-        codes = batch.get("codes")
+        codes = batch.codes
         if codes is None:
-            codes = dvae_codes(self.dvae, self.dvae_mel, batch["wav"])
-        cond_mels = self.cond_mel(batch["cond_wav"]).unsqueeze(1)
+            codes = dvae_codes(self.dvae, self.dvae_mel, batch.wav)
+        cond_mels = self.cond_mel(batch.cond_wav).unsqueeze(1)
         return codes, cond_mels
 
-    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         codes, cond_mels = self.batch_features(batch)
         loss_text, loss_mel = gpt_losses(
-            self.gpt, batch["text"], batch["text_lengths"], codes, batch["wav_lengths"], cond_mels,
-            batch.get("cond_idxs"), self.hparams.prompt_masking,
+            self.gpt,
+            batch.text,
+            batch.text_lengths,
+            codes,
+            batch.wav_lengths,
+            cond_mels,
+            batch.cond_idxs,
+            self.hparams.prompt_masking,
         )
         return weighted(loss_text, loss_mel, self.weights)
 
-    def training_step(self, batch: dict, batch_idx: int):
+    def training_step(self, batch: Batch, batch_idx: int):
         losses = self.losses(batch)
-        self.last_loss = losses["loss"].detach()  # read by the divergence guard before the optimizer step
-        size = batch["text"].shape[0]
         for name, value in losses.items():
-            self.log(f"train/{name}", value, prog_bar=name != "loss", batch_size=size)
+            self.log(f"train/{name}", value, prog_bar=name != "loss", batch_size=batch.size)
         return losses["loss"]
 
-    def validation_step(self, batch: dict, batch_idx: int):
-        """Losses over the batch and per corpus: the quiz voice must be kept while the interview is learned."""
-        size = batch["text"].shape[0]
+    def validation_step(self, batch: Batch, batch_idx: int):
+        """Losses over the batch and per corpus: the quiz voice must be kept while the interview is
+        learned."""
+        size = batch.size
         totals = {}
-        for corpus in sorted(set(batch["corpus"])):
-            index = [i for i, c in enumerate(batch["corpus"]) if c == corpus]
-            losses = self.losses(select(batch, index))
+        for corpus in sorted(set(batch.corpus)):
+            index = [i for i, c in enumerate(batch.corpus) if c == corpus]
+            losses = self.losses(batch.select(index))
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value * len(index) / size
                 if corpus:
-                    self.log(f"val/{corpus}/{name}", value, batch_size=len(index), sync_dist=True,
-                             add_dataloader_idx=False)
+                    self.log(
+                        f"val/{corpus}/{name}",
+                        value,
+                        batch_size=len(index),
+                        sync_dist=True,
+                        add_dataloader_idx=False,
+                    )
         for name, value in totals.items():
-            self.log(f"val/{name}", value, batch_size=size, sync_dist=True, prog_bar=name == "loss",
-                     add_dataloader_idx=False)
+            self.log(
+                f"val/{name}",
+                value,
+                batch_size=size,
+                sync_dist=True,
+                prog_bar=name == "loss",
+                add_dataloader_idx=False,
+            )
         return totals["loss"]
 
     # --- optimizer --------------------------------------------------------------------------
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr,
-                                      betas=tuple(hp.betas), eps=hp.eps)
+        optimizer = torch.optim.AdamW(
+            weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
+        )
         total = self.total_optimizer_steps() if hp.lr_schedule == "cosine" else 0
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, hp.warmup_steps, hp.lr_schedule, int(total), hp.min_lr_ratio)
+            optimizer,
+            lambda step: lr_factor(step, hp.warmup_steps, hp.lr_schedule, int(total), hp.min_lr_ratio),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -171,11 +196,42 @@ class XttsGPTModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep checkpoints to the trained GPT: the frozen DVAE (51.5 M params at full size) comes
-        from the base model directory named in the hyperparameters."""
+        from the base model directory named in the hyperparameters, whose fingerprint is recorded."""
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
         checkpoint["base_model"] = str(Path(self.hparams.base_model).resolve())
+        checkpoint["base_fingerprint"] = self.base_fingerprint
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to resume or validate a checkpoint against another base model than it was trained on."""
+        check_same_base(checkpoint, self.base_fingerprint, self.hparams.base_model)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Strict, except for the frozen parts checkpoints leave out (they come from the base)."""
+        own = super().state_dict()
+        missing = [k for k in own if k not in state_dict]
+        trained = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (trained or unexpected):
+            raise BaseModelError(
+                f"checkpoint does not match the model: missing {trained[:3]}, "
+                f"unexpected {unexpected[:3]}; it belongs to another base model"
+            )
+        full = {**{k: own[k] for k in missing}, **state_dict}
+        return super().load_state_dict(full, strict=strict, assign=assign)
+
+
+def check_same_base(
+    checkpoint: dict, fingerprint: dict, base_model: str, source: str = "the checkpoint"
+) -> None:
+    """One line when `checkpoint` was trained on another base model than `fingerprint` describes."""
+    theirs = checkpoint.get("base_fingerprint")
+    if theirs is not None and not same_base(theirs, fingerprint):
+        raise BaseModelError(
+            f"{source} was trained on the base model {theirs.get('path')}, which differs from {base_model} "
+            f"(DVAE, mel statistics, vocab or GPT size); use the base it was trained on (--model.base_model)"
+        )
 
 
 def enable_gradient_checkpointing(gpt) -> None:

@@ -26,11 +26,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
-        # Lets tests kill a process while a save is in flight (a slow disk); unset in real runs.
-        delay = float(os.environ.get("VAGO_CHECKPOINT_WRITE_DELAY", "0") or 0)
-        if delay:
-            time.sleep(delay)
+        self._publish(tmp, path)
+
+    @staticmethod
+    def _publish(tmp: Path, path: Path) -> None:
+        """The rename that makes a finished save visible, flushed to disk with its folder."""
         os.replace(tmp, path)
+        if os.name == "nt":
+            return  # Windows cannot open a folder to fsync it; NTFS journals the rename itself
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself reaches the disk
@@ -52,7 +55,9 @@ def checkpoint_step(path: Path) -> int:
     return int(ckpt["global_step"])
 
 
-def newest_good_checkpoint(dirpath: Path, before_step: int | None = None) -> tuple[Path | None, int, list[str]]:
+def newest_good_checkpoint(
+    dirpath: Path, before_step: int | None = None
+) -> tuple[Path | None, int, list[str]]:
     """The checkpoint of a run to resume from: the highest global step among those that load
     (last.ckpt wins a tie), saved before `before_step` when given. Returns (path, step, one line per
     checkpoint that could not be read)."""
@@ -98,7 +103,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        final = trainer.max_epochs is not None and trainer.max_epochs > 0 and \
-            trainer.current_epoch + 1 >= trainer.max_epochs
+        final = (
+            trainer.max_epochs is not None
+            and trainer.max_epochs > 0
+            and trainer.current_epoch + 1 >= trainer.max_epochs
+        )
         if self.save_last and final and trainer.global_step > 0:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

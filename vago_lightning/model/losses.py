@@ -45,28 +45,43 @@ def mask_prompt_per_item(targets: torch.Tensor, cond_idxs: torch.Tensor, stride:
     """Ignore, for every item, the targets whose codes overlap its prompt slice [start, end) in samples."""
     targets = targets.clone()
     for item, (start, end) in enumerate(cond_idxs.tolist()):
-        targets[item, start // stride: -(-end // stride)] = -1
+        targets[item, start // stride : -(-end // stride)] = -1
     return targets
 
 
-def gpt_losses(gpt, text: torch.Tensor, text_lengths: torch.Tensor, codes: torch.Tensor,
-               wav_lengths: torch.Tensor, cond_mels: torch.Tensor, cond_idxs: torch.Tensor | None,
-               prompt_masking: PromptMasking = "coqui"):
+def gpt_losses(
+    gpt,
+    text: torch.Tensor,
+    text_lengths: torch.Tensor,
+    codes: torch.Tensor,
+    wav_lengths: torch.Tensor,
+    cond_mels: torch.Tensor,
+    cond_idxs: torch.Tensor | None,
+    prompt_masking: PromptMasking = "coqui",
+):
     """Unweighted (text CE, mel CE) of coqui's GPT on one batch.
 
     `cond_idxs` is never modified (coqui's forward divides it in place, so it gets a copy).
     """
     coqui_idxs = cond_idxs.clone() if (cond_idxs is not None and prompt_masking == "coqui") else None
-    loss_text, loss_mel, mel_logits = gpt(text, text_lengths, codes, wav_lengths, cond_mels=cond_mels,
-                                          cond_idxs=coqui_idxs)
+    loss_text, loss_mel, mel_logits = gpt(
+        text, text_lengths, codes, wav_lengths, cond_mels=cond_mels, cond_idxs=coqui_idxs
+    )
     if prompt_masking == "coqui" or cond_idxs is None:
         return loss_text, loss_mel  # without cond_idxs nothing is masked: both variants agree
-    targets = mask_prompt_per_item(mel_targets(codes, wav_lengths, gpt.code_stride_len, gpt.stop_audio_token),
-                                   cond_idxs, gpt.code_stride_len)
-    return loss_text, F.cross_entropy(mel_logits.float(), targets, ignore_index=-1, label_smoothing=gpt.label_smoothing)
+    targets = mask_prompt_per_item(
+        mel_targets(codes, wav_lengths, gpt.code_stride_len, gpt.stop_audio_token),
+        cond_idxs,
+        gpt.code_stride_len,
+    )
+    return loss_text, F.cross_entropy(
+        mel_logits.float(), targets, ignore_index=-1, label_smoothing=gpt.label_smoothing
+    )
 
 
-def weighted(loss_text: torch.Tensor, loss_mel: torch.Tensor, weights: LossWeights) -> dict[str, torch.Tensor]:
+def weighted(
+    loss_text: torch.Tensor, loss_mel: torch.Tensor, weights: LossWeights
+) -> dict[str, torch.Tensor]:
     """The three logged losses, weighted as coqui logs them."""
     text_ce = loss_text * weights.text_ce
     mel_ce = loss_mel * weights.mel_ce

@@ -8,7 +8,6 @@ latents from the references joined).
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audio import load_clip
-
-OUTPUT_RATE = 24000
+from ..constants import OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
+from ..data.audio import load_clip
+from ..errors import BaseModelError, UsageError
 
 # Sentences in both registers that are not in the demo training text.
 DEFAULT_SENTENCES = [
@@ -37,7 +36,7 @@ def load_xtts(model_dir: str | Path, device: str = "cpu"):
     """An exported model (or any XTTS-v2 release directory), loaded by coqui-tts strictly."""
     from TTS.tts.models.xtts import Xtts
 
-    from .base_model import check_base_dir, load_xtts_config
+    from ..model.base import check_base_dir, load_xtts_config
 
     model_dir = check_base_dir(model_dir)
     config = load_xtts_config(model_dir)
@@ -46,18 +45,39 @@ def load_xtts(model_dir: str | Path, device: str = "cpu"):
     return model.to(device)
 
 
-@torch.inference_mode()
 def voice_from_references(model, references: list[Path], max_seconds: int = 30):
     """(gpt_cond_latent, speaker_embedding) from reference recordings of the voice."""
+    return voice_from_waveforms(
+        model, [torch.from_numpy(load_clip(Path(p)).wav) for p in references], max_seconds
+    )
+
+
+@torch.inference_mode()
+def voice_from_waveforms(model, wavs: list[torch.Tensor], max_seconds: int = 30):
+    """(gpt_cond_latent, speaker_embedding) from waveforms [T] at 22,050 Hz, as coqui's
+    `get_conditioning_latents` makes them with the model config's gpt_cond_len and chunk length."""
     audios, embeddings = [], []
-    for path in references:
-        wav = torch.from_numpy(load_clip(Path(path)).wav)[None, : 22050 * max_seconds].to(model.device)
-        embeddings.append(model.get_speaker_embedding(wav, 22050))
+    for wav in wavs:
+        wav = wav.reshape(1, -1)[:, : SAMPLE_RATE * max_seconds].float().to(model.device)
+        embeddings.append(model.get_speaker_embedding(wav, SAMPLE_RATE))
         audios.append(wav)
     cfg = model.config
-    latents = model.get_gpt_cond_latents(torch.cat(audios, dim=-1), 22050, length=cfg.gpt_cond_len,
-                                         chunk_length=cfg.gpt_cond_chunk_len)
+    latents = model.get_gpt_cond_latents(
+        torch.cat(audios, dim=-1), SAMPLE_RATE, length=cfg.gpt_cond_len, chunk_length=cfg.gpt_cond_chunk_len
+    )
     return latents, torch.stack(embeddings).mean(dim=0)
+
+
+@torch.no_grad()
+def copy_gpt_weights(gpt, model) -> None:
+    """Put a training GPT's weights into an inference `Xtts` (whose extra names, `gpt_inference.*`
+    and `gpt.wte`, alias the same modules)."""
+    own = model.gpt.state_dict()
+    state = gpt.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise BaseModelError(f"the training GPT has weights the inference model lacks: {unknown[:3]}")
+    model.gpt.load_state_dict({k: v.detach().to(model.device) for k, v in state.items()}, strict=False)
 
 
 @torch.inference_mode()
@@ -69,7 +89,7 @@ def speaker_embedding_of(model, wav: np.ndarray, rate: int) -> torch.Tensor:
 def split_sentences(text: str, limit: int = 224) -> list[str]:
     """Split long text at sentence ends (then at commas, then at spaces) into pieces of <= limit chars."""
     pieces = []
-    for sentence in re.split(r"(?<=[.!?…])\s+", text.strip()):
+    for sentence in SENTENCE_END.split(text.strip()):
         while len(sentence) > limit:
             comma, space = sentence.rfind(", ", 0, limit), sentence.rfind(" ", 0, limit)
             cut = comma + 1 if comma > 0 else (space if space > 0 else limit)
@@ -78,6 +98,9 @@ def split_sentences(text: str, limit: int = 224) -> list[str]:
         if sentence:
             pieces.append(sentence)
     return pieces
+
+
+DEFAULT_TEMPERATURES = [0.55, 0.65, 0.75]  # the seed's listening range
 
 
 @dataclass
@@ -100,16 +123,35 @@ def speak(model, text: str, voice, settings: Settings) -> np.ndarray:
     for piece in split_sentences(text, limit):
         torch.manual_seed(settings.seed)
         extra = {"max_new_tokens": settings.max_new_tokens} if settings.max_new_tokens else {}
-        result = model.inference(piece, settings.language, latents, speaker, temperature=settings.temperature,
-                                 top_k=settings.top_k, top_p=settings.top_p,
-                                 repetition_penalty=settings.repetition_penalty, **extra)
-        out += [np.asarray(result["wav"], dtype=np.float32), np.zeros(int(0.2 * OUTPUT_RATE), dtype=np.float32)]
+        result = model.inference(
+            piece,
+            settings.language,
+            latents,
+            speaker,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
+            **extra,
+        )
+        out += [
+            np.asarray(result["wav"], dtype=np.float32),
+            np.zeros(int(0.2 * OUTPUT_RATE), dtype=np.float32),
+        ]
     return np.concatenate(out[:-1]) if out else np.zeros(0, dtype=np.float32)
 
 
-def generate(model_dir: str | Path, references: list[Path], texts: list[str], temperatures: list[float],
-             out: str | Path, settings: Settings = Settings(), model=None) -> dict:
+def generate(
+    model_dir: str | Path,
+    references: list[Path],
+    texts: list[str],
+    temperatures: list[float],
+    out: str | Path,
+    settings: Settings | None = None,
+    model=None,
+) -> dict:
     """One wav per text and temperature in `out`, and `out/index.json` describing each."""
+    settings = settings or Settings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model or load_xtts(model_dir)
@@ -124,11 +166,24 @@ def generate(model_dir: str | Path, references: list[Path], texts: list[str], te
             name = f"{i:03d}_t{temperature:.2f}.wav"
             sf.write(out / name, wav, OUTPUT_RATE)
             duration = len(wav) / OUTPUT_RATE
-            entries.append({"file": name, "text": text, "temperature": temperature, "duration": round(duration, 3),
-                            "synthesis_seconds": round(seconds, 3),
-                            "real_time_factor": round(seconds / duration, 3) if duration else None})
-    index = {"model": str(model_dir), "references": [str(r) for r in references], "settings": asdict(settings),
-             "temperatures": temperatures, "sample_rate": OUTPUT_RATE, "samples": entries}
+            entries.append(
+                {
+                    "file": name,
+                    "text": text,
+                    "temperature": temperature,
+                    "duration": round(duration, 3),
+                    "synthesis_seconds": round(seconds, 3),
+                    "real_time_factor": round(seconds / duration, 3) if duration else None,
+                }
+            )
+    index = {
+        "model": str(model_dir),
+        "references": [str(r) for r in references],
+        "settings": asdict(settings),
+        "temperatures": temperatures,
+        "sample_rate": OUTPUT_RATE,
+        "samples": entries,
+    }
     (out / "index.json").write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
     return index
 
@@ -139,8 +194,8 @@ def read_texts(path: str | Path | None) -> list[str]:
         return list(DEFAULT_SENTENCES)
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--texts {path}: not found; give a UTF-8 file with one text per line")
+        raise UsageError(f"--texts {path}: not found; give a UTF-8 file with one text per line")
     texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
-        raise ValueError(f"--texts {path}: holds no text")
+        raise UsageError(f"--texts {path}: holds no text")
     return texts

@@ -1,0 +1,1 @@
+"""After training: `export` to the XTTS-v2 release layout, speech (`synthesis`), and `compare`."""
