@@ -115,6 +115,25 @@ def test_the_tts_api_uses_the_export_and_its_stored_voice(exported, tmp_path):
     assert info.samplerate == 24000 and info.frames > 0
 
 
+def test_the_tts_api_with_speaker_wav_on_an_export(exported, demo_corpora, tmp_path):
+    """coqui's most common call reads the reference through torchaudio/torchcodec, which needs the
+    FFmpeg libraries (make install adds Debian's ffmpeg)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("FFmpeg not installed (make install adds it as root; Windows: see README)")
+    from TTS.api import TTS
+
+    reference = demo_corpora[0] / "quiz" / "wavs" / "quiz_0001.wav"
+    tts = TTS(model_path=str(exported), config_path=str(exported / "config.json"))
+    tts.tts_to_file(
+        text="Jó estét kívánok!",
+        speaker_wav=str(reference),
+        language="hu",
+        file_path=str(tmp_path / "wav.wav"),
+        max_new_tokens=40,
+    )
+    assert sf.info(tmp_path / "wav.wav").frames > 0
+
+
 def test_export_refuses_to_overwrite_and_names_a_missing_base(exported, trained_ckpt, tmp_path, capsys):
     assert main(["export", "--ckpt", str(trained_ckpt), "--out", str(exported)]) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -182,6 +201,28 @@ def test_generate_writes_one_wav_per_sentence_and_temperature_and_an_index(expor
         assert s["real_time_factor"] > 0 and s["text"]
     # The long text (300+ characters) was spoken in pieces: longer than any single short line.
     assert index["samples"][2]["duration"] > index["samples"][0]["duration"]
+    assert "temperature" not in index["settings"] and index["temperatures"] == [0.55, 0.75]
+
+    # Again into the same folder with fewer temperatures: no wav of the first run stays behind.
+    reference = str(root / "quiz" / "wavs" / "quiz_0001.wav")
+    args = ["generate", "--model", str(exported), "--reference", reference, "--texts", str(texts)]
+    assert main([*args, "--temperature", "0.65", "--max_new_tokens", "10", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000_t0.65.wav", "001_t0.65.wav", "index.json"]
+    # A folder generate did not write is refused, not emptied.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert main([*args, "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine" / "notes.txt").is_file()
+
+
+def test_bad_generate_input_is_one_line(exported, tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert main(["generate", "--model", str(exported), "--reference", "nope.wav", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --reference nope.wav: missing_file")
+    assert main(["generate", "--model", str(tmp_path / "none"), "--reference", "nope.wav", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "exported model directory not found" in err and "export --ckpt" in err
 
 
 def test_compare_page_renders_in_a_headless_browser(exported, demo_corpora, tmp_path):

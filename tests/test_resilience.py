@@ -173,13 +173,17 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
 def test_a_checkpoint_that_fails_to_load_is_named_and_the_previous_one_used(tmp_path):
     io = AtomicCheckpointIO()
-    io.save_checkpoint({"global_step": 10}, tmp_path / "step-000010.ckpt")
-    io.save_checkpoint({"global_step": 20}, tmp_path / "last.ckpt")
+    full = {"optimizer_states": [{}]}  # a resume state, not best.ckpt's weights alone
+    io.save_checkpoint({"global_step": 10, **full}, tmp_path / "step-000010.ckpt")
+    io.save_checkpoint({"global_step": 20, **full}, tmp_path / "last.ckpt")
+    io.save_checkpoint({"global_step": 15}, tmp_path / "best.ckpt")
     data = (tmp_path / "last.ckpt").read_bytes()
     (tmp_path / "last.ckpt").write_bytes(data[: len(data) // 2])  # e.g. a disk that filled up
-    path, step, problems = newest_good_checkpoint(tmp_path)
-    assert path.name == "step-000010.ckpt" and step == 10
-    assert len(problems) == 1 and "last.ckpt: cannot be loaded" in problems[0]
+    found = newest_good_checkpoint(tmp_path)
+    assert found.path.name == "step-000010.ckpt" and found.step == 10
+    assert len(found.unreadable) == 1 and found.unreadable[0][0].name == "last.ckpt"
+    # The guard may go back to the weights alone; a resume needs the full state.
+    assert newest_good_checkpoint(tmp_path, full_state=False).path.name == "best.ckpt"
 
 
 def test_precision_auto():
@@ -221,10 +225,10 @@ def test_disk_preflight(tmp_path, monkeypatch):
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr("shutil.disk_usage", lambda path: Usage(100 * GB, 99 * GB, 1 * GB))
     with pytest.raises(PreflightError) as err:
-        check_disk(tmp_path / "checkpoints" / "run", trainable=441_000_000, kept=5)
+        check_disk(tmp_path / "checkpoints" / "run", need=int(7.1 * GB), what=["best", "last"])
     message = str(err.value)
     assert "checkpoints/run" in message and "1.0 GB free" in message and "save_top_k" in message
-    assert "GB needed" in check_disk(tmp_path, trainable=1_000_000, kept=5)
+    assert "GB needed" in check_disk(tmp_path, need=12_000_000, what=["best", "last"])
 
 
 def _configs(*names):

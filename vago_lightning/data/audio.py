@@ -46,6 +46,14 @@ def load_clip(path: Path, start: float | None = None, end: float | None = None) 
         raise AudioError("undecodable", f"{path}: {err}") from None
     if data.size == 0:
         raise AudioError("undecodable", f"{path}: no audio frames")
+    declared = max(info.frames, wav_declared_frames(path) or 0)
+    wanted = (min(int(round(end * info.samplerate)), declared) if end is not None else declared) - first
+    if len(data) < wanted:
+        raise AudioError(
+            "truncated",
+            f"{path}: the header says {wanted / info.samplerate:.2f} s, only "
+            f"{len(data) / info.samplerate:.2f} s decode (a file cut short); export it again",
+        )
     if not np.isfinite(data).all():
         raise AudioError("non_finite", f"{path}: NaN or infinite samples")
     wav = data.mean(axis=1)
@@ -60,6 +68,34 @@ def load_clip(path: Path, start: float | None = None, end: float | None = None) 
             beta=14.769656459379492,
         ).numpy()
     return Clip(np.clip(wav, -1.0, 1.0).astype(np.float32), rate, data.shape[1], info.subtype)
+
+
+def wav_declared_frames(path: Path) -> int | None:
+    """The frame count a WAV header declares (its data chunk's size), or None for other files and
+    streamed WAVs that leave it open. libsndfile counts what is there, so a file cut short would
+    pass for a shorter clip with the whole sentence's text."""
+    if path.suffix.lower() != ".wav":
+        return None
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if kind == b"fmt ":
+                fmt = f.read(size)
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                f.seek(size % 2, 1)
+            elif kind == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + size % 2, 1)
 
 
 @dataclass

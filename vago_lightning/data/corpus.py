@@ -1,14 +1,15 @@
 """Reading corpora: coqui's fine-tuning CSV, LJSpeech, and long recordings with subtitles.
 
-Every input line or subtitle segment becomes an `Item` (or a rejection that names its source and
-line), so that what `prepare` writes can be accounted for input by input.
+Every physical line of a metadata.csv, and every subtitle segment, is one input: it becomes part of
+an `Item` (a clip to prepare) or a `Rejection` that names its source, line and reason, so that what
+`prepare` writes can be accounted for input by input.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from ..errors import DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".json")
+
+# (reason, detail) when a text cannot be used, else None (see prepare's text checks).
+TextCheck = Callable[[str], "tuple[str, str] | None"]
 
 
 @dataclass
@@ -27,11 +31,18 @@ class Item:
     text: str
     audio: Path
     source: str  # the file the item came from (metadata.csv or the subtitle file)
-    line: int | None  # 1-based line in `source`, or the segment number for subtitles
+    line: int | None  # 1-based line in `source` (for subtitles: the first segment's timing line)
     speaker: str = ""
     start: float | None = None  # seconds into `audio`, for cuts of long recordings
     end: float | None = None
-    extra: dict = field(default_factory=dict)
+    segments: list[tuple[int, int | None]] = field(
+        default_factory=list
+    )  # subtitle (number, line) in the clip
+
+    @property
+    def inputs(self) -> int:
+        """How many inputs this clip accounts for: one line, or its subtitle segments."""
+        return max(1, len(self.segments))
 
 
 @dataclass
@@ -41,6 +52,14 @@ class Rejection:
     reason: str
     detail: str
     id: str = ""
+    segment: int | None = None  # the subtitle segment number, for subtitle sources
+
+
+def rejections_of(item: Item, reason: str, detail: str) -> list[Rejection]:
+    """An item that cannot be used, as one rejection per input it stands for."""
+    if not item.segments:
+        return [Rejection(item.source, item.line, reason, detail, item.id)]
+    return [Rejection(item.source, line, reason, detail, item.id, number) for number, line in item.segments]
 
 
 def shard_key(item_id: str) -> str:
@@ -48,8 +67,9 @@ def shard_key(item_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", item_id)
 
 
-def read_corpus(root: Path) -> tuple[list[Item], list[Rejection], str]:
-    """Items of the corpus at `root`, lines that could not be read, and the format found."""
+def read_corpus(root: Path, text_check: TextCheck | None = None) -> tuple[list[Item], list[Rejection], str]:
+    """Items of the corpus at `root`, inputs that could not be read, and the format found. Subtitle
+    segments whose text fails `text_check` are rejected alone, before any are merged into clips."""
     metadata = root / "metadata.csv"
     if metadata.is_file():
         with open(metadata, encoding="utf-8-sig", newline="") as f:
@@ -61,7 +81,7 @@ def read_corpus(root: Path) -> tuple[list[Item], list[Rejection], str]:
     if pairs:
         items, rejections = [], []
         for audio, subtitles in pairs:
-            got, bad = items_from_subtitles(audio, subtitles)
+            got, bad = items_from_subtitles(audio, subtitles, text_check)
             items += got
             rejections += bad
         return items, rejections, "subtitles"
@@ -71,37 +91,39 @@ def read_corpus(root: Path) -> tuple[list[Item], list[Rejection], str]:
     )
 
 
-def _rows(metadata: Path):
+def _lines(metadata: Path):
+    """(line number, fields) of every non-blank physical line. Both formats are plain `|`-separated
+    lines: a quote is text, never a field delimiter that could swallow the next line."""
     with open(metadata, encoding="utf-8-sig", newline="") as f:
-        for number, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_MINIMAL), start=1):
-            if row and any(cell.strip() for cell in row):
-                yield number, row
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line.split("|")
+
+
+def _malformed(metadata: Path, number: int, fields: list[str], expected: str, item_id: str) -> Rejection:
+    return Rejection(
+        str(metadata), number, "malformed_line", f"expected {expected}, got {len(fields)} field(s)", item_id
+    )
 
 
 def _read_coqui_csv(root: Path, metadata: Path):
     items, rejections = [], []
-    for number, row in _rows(metadata):
+    for number, fields in _lines(metadata):
         if number == 1:
             continue  # header
-        if len(row) < 2:
-            rejections.append(
-                Rejection(
-                    str(metadata),
-                    number,
-                    "malformed_line",
-                    f"expected audio_file|text|speaker_name, got {len(row)} field(s)",
-                )
-            )
+        item_id = Path(fields[0].strip()).stem
+        if len(fields) not in (2, 3):
+            rejections.append(_malformed(metadata, number, fields, "audio_file|text|speaker_name", item_id))
             continue
-        audio = root / row[0].strip()
         items.append(
             Item(
-                id=Path(row[0].strip()).stem,
-                text=row[1].strip(),
-                audio=audio,
+                id=item_id,
+                text=fields[1].strip(),
+                audio=root / fields[0].strip(),
                 source=str(metadata),
                 line=number,
-                speaker=row[2].strip() if len(row) > 2 else "",
+                speaker=fields[2].strip() if len(fields) > 2 else "",
             )
         )
     return items, rejections
@@ -109,23 +131,17 @@ def _read_coqui_csv(root: Path, metadata: Path):
 
 def _read_ljspeech(root: Path, metadata: Path):
     items, rejections = [], []
-    for number, row in _rows(metadata):
-        if len(row) < 2:
-            rejections.append(
-                Rejection(
-                    str(metadata),
-                    number,
-                    "malformed_line",
-                    f"expected id|text|normalized_text, got {len(row)} field(s)",
-                )
-            )
+    for number, fields in _lines(metadata):
+        item_id = fields[0].strip()
+        if len(fields) not in (2, 3):
+            rejections.append(_malformed(metadata, number, fields, "id|text|normalized_text", item_id))
             continue
-        text = row[2].strip() if len(row) > 2 and row[2].strip() else row[1].strip()
+        text = fields[2].strip() if len(fields) > 2 and fields[2].strip() else fields[1].strip()
         items.append(
             Item(
-                id=row[0].strip(),
+                id=item_id,
                 text=text,
-                audio=root / "wavs" / f"{row[0].strip()}.wav",
+                audio=root / "wavs" / f"{item_id}.wav",
                 source=str(metadata),
                 line=number,
             )
@@ -153,6 +169,7 @@ class Segment:
     end: float
     text: str
     number: int  # 1-based segment number in the subtitle file
+    line: int | None = None  # 1-based line of its timing line in the file (None for JSON)
 
 
 _TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
@@ -177,15 +194,18 @@ def parse_subtitles(path: Path) -> list[Segment]:
             for i, s in enumerate(data, start=1)
         ]
     segments = []
-    blocks = re.split(r"\n\s*\n", path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
-    for block in blocks:
-        lines = [line for line in block.strip().split("\n") if line.strip()]
-        arrow = next((i for i, line in enumerate(lines) if "-->" in line), None)
-        if arrow is None:
-            continue  # WEBVTT header, NOTE blocks, styles
-        start, end = (part.strip().split(" ")[0] for part in lines[arrow].split("-->"))
-        text = " ".join(re.sub(r"<[^>]+>", "", line).strip() for line in lines[arrow + 1 :])
-        segments.append(Segment(_seconds(start), _seconds(end), text, len(segments) + 1))
+    block: list[tuple[int, str]] = []
+    lines = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").split("\n")
+    for number, line in enumerate([*lines, ""], start=1):
+        if line.strip():
+            block.append((number, line))
+            continue
+        arrow = next((i for i, (_, text) in enumerate(block) if "-->" in text), None)
+        if arrow is not None:  # else a WEBVTT header, NOTE block or style
+            start, end = (part.strip().split(" ")[0] for part in block[arrow][1].split("-->"))
+            text = " ".join(re.sub(r"<[^>]+>", "", t).strip() for _, t in block[arrow + 1 :])
+            segments.append(Segment(_seconds(start), _seconds(end), text, len(segments) + 1, block[arrow][0]))
+        block = []
     return segments
 
 
@@ -198,7 +218,7 @@ def _sentences(segment: Segment) -> list[Segment]:
     out, t = [], segment.start
     for part in parts:
         span = (segment.end - segment.start) * len(part) / total
-        out.append(Segment(t, t + span, part, segment.number))
+        out.append(Segment(t, t + span, part, segment.number, segment.line))
         t += span
     return out
 
@@ -209,11 +229,15 @@ def plan_cuts(
     max_seconds: float = 10.0,
     max_gap: float = 1.5,
     pad: float = 0.15,
-) -> list[tuple[float, float, str, list[int]]]:
+    skip: frozenset[int] = frozenset(),
+) -> list[tuple[float, float, str, list[Segment]]]:
     """Cut points for clips of 2-10 s: sentences are merged with their neighbours while the clip is
-    short, a clip closes at a sentence end once it is long enough, never across a long pause, and
-    each side gets up to `pad` seconds of padding (at most half the gap to the neighbour)."""
-    pieces = [s for seg in sorted(segments, key=lambda s: s.start) for s in _sentences(seg) if s.text.strip()]
+    short, a clip closes at a sentence end once it is long enough, never across a long pause nor
+    across a segment in `skip` (rejected: its speech is in no clip), and each side gets up to `pad`
+    seconds of padding (at most half the gap to the neighbour, skipped segments included)."""
+    ordered = sorted(segments, key=lambda s: s.start)
+    blockers = [(s.start, s.end) for s in ordered if s.number in skip]
+    pieces = [p for seg in ordered if seg.number not in skip for p in _sentences(seg) if p.text.strip()]
     groups: list[list[Segment]] = []
     for piece in pieces:
         if groups:
@@ -222,39 +246,67 @@ def plan_cuts(
             gap = piece.start - current[-1].end
             long_enough = current[-1].end - current[0].start >= min_seconds
             ends_sentence = current[-1].text.rstrip().endswith((".", "!", "?", "…"))
-            if duration <= max_seconds and gap <= max_gap and not (long_enough and ends_sentence):
+            blocked = any(current[-1].start < b_start < piece.start + 1e-9 for b_start, _ in blockers)
+            if (
+                duration <= max_seconds
+                and gap <= max_gap
+                and not blocked
+                and not (long_enough and ends_sentence)
+            ):
                 current.append(piece)
                 continue
         groups.append([piece])
     cuts = []
     for i, group in enumerate(groups):
         start, end = group[0].start, group[-1].end
-        before = groups[i - 1][-1].end if i > 0 else 0.0
-        after = groups[i + 1][0].start if i + 1 < len(groups) else end + pad
-        start = max(0.0, start - min(pad, (start - before) / 2))
-        end = end + min(pad, max(0.0, (after - end) / 2))
-        numbers = sorted({s.number for s in group})
-        cuts.append((start, end, " ".join(s.text.strip() for s in group), numbers))
+        before = max([groups[i - 1][-1].end if i > 0 else 0.0] + [b for a, b in blockers if a < start])
+        after = min(
+            [groups[i + 1][0].start if i + 1 < len(groups) else end + 2 * pad]
+            + [a for a, b in blockers if b > end]
+        )
+        start = max(0.0, start - max(0.0, min(pad, (start - before) / 2)))
+        end = end + max(0.0, min(pad, (after - end) / 2))
+        used = sorted({s.number: s for s in group}.values(), key=lambda s: s.number)
+        cuts.append((start, end, " ".join(s.text.strip() for s in group), used))
     return cuts
 
 
-def items_from_subtitles(audio: Path, subtitles: Path) -> tuple[list[Item], list[Rejection]]:
+def items_from_subtitles(
+    audio: Path, subtitles: Path, text_check: TextCheck | None = None
+) -> tuple[list[Item], list[Rejection]]:
     try:
         segments = parse_subtitles(subtitles)
     except (ValueError, KeyError, json.JSONDecodeError) as err:
         return [], [Rejection(str(subtitles), None, "malformed_subtitles", str(err))]
+    rejected = []
+    for seg in segments:
+        text = " ".join(seg.text.split())
+        problem = text_check(text) if text_check else (None if text else ("empty_text", "no text"))
+        if problem:
+            reason, detail = problem
+            rejected.append(
+                Rejection(
+                    str(subtitles),
+                    seg.line,
+                    reason,
+                    f"segment {seg.number}: {detail}",
+                    f"{audio.stem}_segment{seg.number:04d}",
+                    seg.number,
+                )
+            )
+    skip = frozenset(r.segment for r in rejected)
     items = []
-    for index, (start, end, text, numbers) in enumerate(plan_cuts(segments)):
+    for index, (start, end, text, used) in enumerate(plan_cuts(segments, skip=skip)):
         items.append(
             Item(
                 id=f"{audio.stem}_{index:04d}",
                 text=text,
                 audio=audio,
                 source=str(subtitles),
-                line=numbers[0],
+                line=used[0].line,
                 start=start,
                 end=end,
-                extra={"segments": numbers},
+                segments=[(s.number, s.line) for s in used],
             )
         )
-    return items, []
+    return items, rejected

@@ -159,6 +159,8 @@ class ShardDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         from ..model.base import base_fingerprint, check_base_dir, load_tokenizer
 
+        if self.tokenizer is not None:
+            return  # set up already (the command line checks the data before Lightning starts)
         hp = self.hparams
         manifest = load_manifest(hp.shards_dir)
         where = join(hp.shards_dir, "manifest.json")
@@ -176,15 +178,14 @@ class ShardDataModule(L.LightningDataModule):
         check_codes_match(
             manifest, names, base_fingerprint(check_base_dir(hp.base_model)), hp.base_model, where
         )
-        self.corpora = names
-        self.tokenizer = load_tokenizer(hp.base_model)
         # Plain dicts: the plan travels to every DataLoader worker.
-        self.train_samples = {
-            n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "train")] for n in names
-        }
-        self.val_samples = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "val")] for n in names}
-        if not any(self.train_samples.values()):
+        train = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "train")] for n in names}
+        if not any(train.values()):
             raise DataError(f"{where}: no train samples in corpora {names}")
+        self.corpora = names
+        self.train_samples = train
+        self.val_samples = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "val")] for n in names}
+        self.tokenizer = load_tokenizer(hp.base_model)  # last: it marks the module as set up
 
     # --- train ------------------------------------------------------------------------------
 

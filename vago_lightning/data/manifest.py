@@ -34,7 +34,8 @@ class IndexEntry:
 @dataclass
 class Split:
     shards: list[str]
-    samples: int
+    samples: int  # clips
+    inputs: int  # input lines or subtitle segments in those clips
     seconds: float
     categories: dict[str, int]
     category_seconds: dict[str, float]
@@ -51,7 +52,7 @@ class CorpusEntry:
     input: str  # the corpus folder prepare read
     format: str  # coqui, ljspeech or subtitles
     fingerprint: str  # of the inputs and settings: unchanged means nothing to rebuild
-    inputs: int  # input lines (or subtitle segments) read; = train + val + rejected
+    inputs: int  # input lines (or subtitle segments) read: train + val inputs + rejected
     settings: dict
     base_model: dict | None  # the base's fingerprint when codes were computed (see model.base)
     codes: bool  # the shards hold precomputed DVAE codes
@@ -97,11 +98,12 @@ class Manifest:
 
 
 def totals(entries: dict[str, CorpusEntry]) -> dict:
-    t = {"inputs": 0, "train": 0, "val": 0, "rejected": 0, "seconds": 0.0}
+    t = {"inputs": 0, "train": 0, "val": 0, "train_inputs": 0, "val_inputs": 0, "rejected": 0, "seconds": 0.0}
     for e in entries.values():
         t["inputs"] += e.inputs
-        t["train"] += e.splits["train"].samples
-        t["val"] += e.splits["val"].samples
+        for split in ("train", "val"):
+            t[split] += e.splits[split].samples
+            t[f"{split}_inputs"] += e.splits[split].inputs
         t["rejected"] += e.rejected_total
         t["seconds"] += e.splits["train"].seconds + e.splits["val"].seconds
     t["seconds"] = round(t["seconds"], 3)

@@ -27,7 +27,7 @@ from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN
 from ..errors import AudioError, DataError, UsageError
 from ..files import publish_dir, sha256_file, write_text_atomic
 from .audio import ClipLimits, check_clip, encode_flac, load_clip
-from .corpus import Item, Rejection, read_corpus, shard_key
+from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
 
 
@@ -113,8 +113,16 @@ def _process(item: Item) -> dict:
 
 
 def _run_clips(
-    items: list[Item], base_dir: Path | None, limits: ClipLimits, workers: int, label: str, progress: bool
+    items: list[Item],
+    base_dir: Path | None,
+    limits: ClipLimits,
+    workers: int,
+    label: str,
+    progress: bool,
+    done_before: int = 0,
 ) -> list[dict]:
+    """Decode, check and encode `items` in worker processes, in order. The progress bar counts every
+    clip of the corpus: `done_before` were settled already (rejected for their text)."""
     from contextlib import nullcontext
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -130,7 +138,7 @@ def _run_clips(
         mapped = pool.map(_process, items, chunksize=4)
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with pool, Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(label, total=len(items))
+        task = bar.add_task(label, total=len(items) + done_before, completed=done_before)
         results = []
         for result in mapped:
             results.append(result)
@@ -198,6 +206,7 @@ def _split(shards: list[str], records: list[dict]) -> Split:
     return Split(
         shards=shards,
         samples=len(records),
+        inputs=sum(r["inputs"] for r in records),
         seconds=round(sum(r["meta"]["duration"] for r in records), 3),
         categories={c: cats.get(c, 0) for c in CATEGORIES},
         category_seconds={
@@ -211,19 +220,31 @@ def _split(shards: list[str], records: list[dict]) -> Split:
 # One corpus
 
 
-def _text_problem(text: str, duplicate: bool, tokenizer, settings: PrepareSettings) -> tuple[str, str] | None:
-    """(reason, detail) when an item cannot be used for its id or text, before its audio is read."""
-    if duplicate:
-        return "duplicate_id", "id {id!r} (key {key}) appears earlier in the corpus"
+def text_problem(text: str, tokenizer, settings: PrepareSettings) -> tuple[str, str] | None:
+    """(reason, detail) when a text cannot be used, before any audio is read."""
     if not any(ch.isalnum() for ch in text):
         return "empty_text", "no text after cleaning"
     if tokenizer is not None:
         ids = tokenizer.encode(text, settings.language)
         if UNK_TOKEN_ID in ids:
-            return "unknown_tokens", "text has characters the base model's vocab.json does not know"
+            unknown = unknown_characters(text, tokenizer, settings.language)
+            return (
+                "unknown_tokens",
+                f"the base model's vocab.json does not know {' '.join(map(repr, unknown))}",
+            )
         if len(ids) > settings.max_text_tokens:
             return "too_many_tokens", f"{len(ids)} tokens > {settings.max_text_tokens}"
     return None
+
+
+def unknown_characters(text: str, tokenizer, language: str) -> list[str]:
+    """The characters of `text` (after coqui's cleaning) that encode to [UNK]."""
+    cleaned = tokenizer.preprocess_text(text, language)
+    return [
+        c
+        for c in dict.fromkeys(cleaned)
+        if not c.isspace() and UNK_TOKEN_ID in tokenizer.tokenizer.encode(c).ids
+    ]
 
 
 def prepare_corpus(
@@ -238,7 +259,12 @@ def prepare_corpus(
     previous: CorpusEntry | None,
 ) -> tuple[CorpusEntry, bool]:
     """Build (or keep) `out/<name>`; returns its corpus.json entry and whether it was rebuilt."""
-    items, rejections, fmt = read_corpus(root)
+    tokenizer = None
+    if base_dir is not None:
+        from ..model.base import load_tokenizer
+
+        tokenizer = load_tokenizer(base_dir)
+    items, rejections, fmt = read_corpus(root, lambda text: text_problem(text, tokenizer, settings))
     fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
     target = out / name
     if (
@@ -248,34 +274,30 @@ def prepare_corpus(
     ):
         return previous, False
 
-    tokenizer = None
-    if base_dir is not None:
-        from ..model.base import load_tokenizer
-
-        tokenizer = load_tokenizer(base_dir)
-
     rejected = list(rejections)
     accepted: list[tuple[Item, str, str]] = []
     seen: set[str] = set()
     for item in items:
         key = shard_key(f"{name}_{item.id}")
         text = " ".join(item.text.split())
-        problem = _text_problem(text, key in seen, tokenizer, settings)
+        if key in seen:
+            problem = "duplicate_id", f"id {item.id!r} (key {key}) appears earlier in the corpus"
+        else:
+            problem = text_problem(text, tokenizer, settings)
         seen.add(key)
         if problem:
-            reason, detail = problem
-            rejected.append(
-                Rejection(item.source, item.line, reason, detail.format(id=item.id, key=key), item.id)
-            )
+            rejected += rejections_of(item, *problem)
             continue
         accepted.append((item, key, text))
 
     limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
-    results = _run_clips([a[0] for a in accepted], base_dir, limits, workers, name, progress)
+    results = _run_clips(
+        [a[0] for a in accepted], base_dir, limits, workers, name, progress, len(items) - len(accepted)
+    )
     records = []
     for (item, key, text), result in zip(accepted, results):
         if "rejected" in result:
-            rejected.append(Rejection(item.source, item.line, result["rejected"], result["detail"], item.id))
+            rejected += rejections_of(item, result["rejected"], result["detail"])
             continue
         cat = category(result["seconds"], text)
         meta = {
@@ -295,7 +317,9 @@ def prepare_corpus(
             "source_rate": result["source_rate"],
             "source_channels": result["source_channels"],
         }
-        records.append(dict(result, key=key, category=cat, meta=meta))
+        if item.segments:
+            meta["segments"] = [number for number, _ in item.segments]
+        records.append(dict(result, key=key, category=cat, meta=meta, inputs=item.inputs))
 
     held = stratified_split(records, settings.val_fraction, settings.seed, name)
     train = [r for r in records if r["key"] not in held]
@@ -307,7 +331,7 @@ def prepare_corpus(
         input=str(root),
         format=fmt,
         fingerprint=fingerprint,
-        inputs=len(items) + len(rejections),
+        inputs=sum(item.inputs for item in items) + len(rejections),
         settings=asdict(settings),
         base_model=base,
         codes=base is not None,
@@ -387,6 +411,9 @@ def _previous(path: Path) -> CorpusEntry | None:
         return None
 
 
+MIN_VAL_CLIPS = 5  # fewer validation clips per corpus make its validation loss a noisy figure
+
+
 def summary(manifest: Manifest) -> str:
     """Markdown: samples and minutes per corpus and category, totals, and the seed's quality checks."""
     lines = ["# Prepared data", "", "| corpus | category | samples | minutes |", "|---|---|---:|---:|"]
@@ -402,25 +429,49 @@ def summary(manifest: Manifest) -> str:
         sec = e.splits["train"].seconds + e.splits["val"].seconds
         lines.append(f"| **{name}** | all | **{n}** | **{sec / 60:.1f}** |")
     t = manifest.totals
-    lines += [
-        f"| **total** | | **{t['train'] + t['val']}** | **{t['seconds'] / 60:.1f}** |",
-        "",
-        f"Inputs {t['inputs']} = train {t['train']} + validation {t['val']} + rejected {t['rejected']}"
-        " (rejected.jsonl says which and why).",
-        "",
-        "## Quality checks",
-        "",
-    ]
+    lines += [f"| **total** | | **{t['train'] + t['val']}** | **{t['seconds'] / 60:.1f}** |", ""]
+    if not any(e.format == "subtitles" for e in manifest.corpora.values()):
+        lines.append(
+            f"Inputs {t['inputs']} = train {t['train']} + validation {t['val']} + rejected {t['rejected']}"
+            " (rejected.jsonl says which and why)."
+        )
+    else:  # subtitle sources: several segments make one clip
+        lines.append(
+            f"Inputs {t['inputs']} (metadata lines and subtitle segments) = {t['train_inputs']} in "
+            f"{t['train']} train clips + {t['val_inputs']} in {t['val']} validation clips + rejected "
+            f"{t['rejected']} (rejected.jsonl says which and why)."
+        )
+    lines += ["", "## Quality checks", ""]
     minutes = t["seconds"] / 60
     styles = len(manifest.corpora)
+    few_val = {
+        n: e.splits["val"].samples
+        for n, e in manifest.corpora.items()
+        if e.splits["val"].samples < MIN_VAL_CLIPS
+    }
+    smallest = min((_clips(manifest, n) for n in few_val), default=1)
     checks = [
-        (minutes > 30, f"total duration over 30 minutes: {minutes:.1f} min"),
+        (minutes > 30, f"total duration {minutes:.1f} min (the seed recommends over 30 minutes)"),
         (
             styles >= 2 and len(all_cats) >= 3,
-            f"several speaking styles: {styles} corpora, {len(all_cats)} categories",
+            f"several speaking styles: {styles} {'corpus' if styles == 1 else 'corpora'}, "
+            f"{len(all_cats)} {'category' if len(all_cats) == 1 else 'categories'}",
         ),
-        (t["val"] >= styles, f"validation clips in every corpus: {t['val']} held out"),
+        (
+            not few_val,
+            f"validation clips in every corpus: {t['val']} held out"
+            if not few_val
+            else "few validation clips: "
+            + ", ".join(f"{n} has {v}" for n, v in few_val.items())
+            + f" (under {MIN_VAL_CLIPS}, its validation loss is noisy); raise --val_fraction, e.g. "
+            f"--val_fraction {min(0.2, round(MIN_VAL_CLIPS / max(1, smallest) + 0.005, 2))}",
+        ),
         (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
     ]
     lines += [f"- {'✅' if ok else '⚠️'} {text}" for ok, text in checks]
     return "\n".join(lines) + "\n"
+
+
+def _clips(manifest: Manifest, name: str) -> int:
+    e = manifest.corpora[name]
+    return e.splits["train"].samples + e.splits["val"].samples

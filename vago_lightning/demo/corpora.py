@@ -8,7 +8,6 @@ given seed (espeak-ng itself is deterministic).
 
 from __future__ import annotations
 
-import csv
 import shutil
 import subprocess
 import tempfile
@@ -90,11 +89,11 @@ def write_corpus(out: Path, texts: list[str], voice: Voice, prefix: str, workers
         dict(audio_file=f"wavs/{name}.wav", text=text, speaker_name=SPEAKER, seconds=seconds)
         for name, (text, seconds) in zip(names, results)
     ]
-    with open(tmp / "metadata.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="|", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow(["audio_file", "text", "speaker_name"])
-        for row in rows:
-            writer.writerow([row["audio_file"], row["text"], row["speaker_name"]])
+    # Plain `|`-separated lines, no CSV quoting: the format prepare (and coqui) read.
+    lines = ["audio_file|text|speaker_name"] + [
+        f"{r['audio_file']}|{r['text']}|{r['speaker_name']}" for r in rows
+    ]
+    (tmp / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.rename(out)
     return rows
 

@@ -18,7 +18,8 @@ import torch
 
 from ..constants import OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
 from ..data.audio import load_clip
-from ..errors import BaseModelError, UsageError
+from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
+from ..files import publish_dir
 
 # Sentences in both registers that are not in the demo training text.
 DEFAULT_SENTENCES = [
@@ -36,20 +37,25 @@ def load_xtts(model_dir: str | Path, device: str = "cpu"):
     """An exported model (or any XTTS-v2 release directory), loaded by coqui-tts strictly."""
     from TTS.tts.models.xtts import Xtts
 
-    from ..model.base import check_base_dir, load_xtts_config
+    from ..model.base import check_base_dir, load_xtts_config, quiet_transformers
 
-    model_dir = check_base_dir(model_dir)
+    model_dir = check_base_dir(model_dir, kind="exported model")
     config = load_xtts_config(model_dir)
-    model = Xtts(config)
-    model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, strict=True)
+    with quiet_transformers():
+        model = Xtts(config)
+        model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, strict=True)
     return model.to(device)
 
 
 def voice_from_references(model, references: list[Path], max_seconds: int = 30):
     """(gpt_cond_latent, speaker_embedding) from reference recordings of the voice."""
-    return voice_from_waveforms(
-        model, [torch.from_numpy(load_clip(Path(p)).wav) for p in references], max_seconds
-    )
+    wavs = []
+    for path in references:
+        try:
+            wavs.append(torch.from_numpy(load_clip(Path(path)).wav))
+        except AudioError as err:
+            raise UsageError(f"--reference {path}: {err}") from None
+    return voice_from_waveforms(model, wavs, max_seconds)
 
 
 @torch.inference_mode()
@@ -150,12 +156,23 @@ def generate(
     settings: Settings | None = None,
     model=None,
 ) -> dict:
-    """One wav per text and temperature in `out`, and `out/index.json` describing each."""
+    """One wav per text and temperature in `out`, and `out/index.json` describing each. `out` is
+    replaced as a whole (written aside, then renamed), so no wav of an earlier run stays beside the
+    new index; a folder that generate did not write is refused."""
     settings = settings or Settings()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    if final.is_dir() and any(final.iterdir()) and not (final / "index.json").is_file():
+        raise OutputExistsError(
+            f"--out {final}: exists and holds files generate did not write; choose another --out"
+        )
     model = model or load_xtts(model_dir)
     voice = voice_from_references(model, references)
+    with publish_dir(final) as out:
+        index = _generate_into(out, model, model_dir, references, voice, texts, temperatures, settings)
+    return index
+
+
+def _generate_into(out, model, model_dir, references, voice, texts, temperatures, settings) -> dict:
     entries = []
     for i, text in enumerate(texts):
         for temperature in temperatures:
@@ -179,7 +196,7 @@ def generate(
     index = {
         "model": str(model_dir),
         "references": [str(r) for r in references],
-        "settings": asdict(settings),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "temperature"},
         "temperatures": temperatures,
         "sample_rate": OUTPUT_RATE,
         "samples": entries,

@@ -7,6 +7,7 @@ as released), `dvae.pth`, `mel_stats.pth` and `vocab.json`: the real release, or
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -42,14 +43,22 @@ XTTS_DVAE_KWARGS = dict(
 )
 
 
-def check_base_dir(base_dir: str | Path) -> Path:
-    """Return the directory as a Path, or raise naming the first missing release file."""
+EXPORT_HELP = (
+    "an exported model is a folder written by `python -m vago_lightning export --ckpt "
+    "checkpoints/<run>/best.ckpt --out exported/<run>` (or the XTTS-v2 release itself)"
+)
+
+
+def check_base_dir(base_dir: str | Path, kind: str = "base model") -> Path:
+    """Return the directory as a Path, or raise naming the first missing release file. `kind`: "base
+    model" (what training starts from) or "exported model" (what export wrote)."""
     base = Path(base_dir)
+    help_ = EXPORT_HELP if kind == "exported model" else RELEASE_HELP
     if not base.is_dir():
-        raise BaseModelError(f"{base}: base model directory not found; {RELEASE_HELP}")
+        raise BaseModelError(f"{base}: {kind} directory not found; {help_}")
     for name in RELEASE_FILES:
         if not (base / name).is_file():
-            raise BaseModelError(f"{base / name}: missing; {RELEASE_HELP}")
+            raise BaseModelError(f"{base / name}: missing; {help_}")
     return base
 
 
@@ -174,28 +183,43 @@ def make_picklable(module) -> None:
                 sub.cuda_config = EfficientAttentionConfig(*sub.cuda_config)
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """coqui builds its GPT-2 stack from a GPT2Config whose bos/eos ids (50256) lie outside XTTS's
+    vocab; they are never used, and transformers warns twice per build. Quiet only while building."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def build_gpt(config, tokenizer):
     """coqui's `GPT` with the sizes `Xtts.init_models` gives it (text token ids come from vocab.json)."""
     from TTS.tts.layers.xtts.gpt import GPT
 
     a = config.model_args
     vocab = tokenizer.tokenizer
-    gpt = GPT(
-        layers=a.gpt_layers,
-        model_dim=a.gpt_n_model_channels,
-        heads=a.gpt_n_heads,
-        start_text_token=vocab.token_to_id("[START]"),
-        stop_text_token=vocab.token_to_id("[STOP]"),
-        max_text_tokens=a.gpt_max_text_tokens,
-        max_mel_tokens=a.gpt_max_audio_tokens,
-        max_prompt_tokens=a.gpt_max_prompt_tokens,
-        number_text_tokens=tokenizer.get_number_tokens(),
-        num_audio_tokens=a.gpt_num_audio_tokens,
-        start_audio_token=a.gpt_start_audio_token,
-        stop_audio_token=a.gpt_stop_audio_token,
-        use_perceiver_resampler=a.gpt_use_perceiver_resampler,
-        code_stride_len=a.gpt_code_stride_len,
-    )
+    with quiet_transformers():
+        gpt = GPT(
+            layers=a.gpt_layers,
+            model_dim=a.gpt_n_model_channels,
+            heads=a.gpt_n_heads,
+            start_text_token=vocab.token_to_id("[START]"),
+            stop_text_token=vocab.token_to_id("[STOP]"),
+            max_text_tokens=a.gpt_max_text_tokens,
+            max_mel_tokens=a.gpt_max_audio_tokens,
+            max_prompt_tokens=a.gpt_max_prompt_tokens,
+            number_text_tokens=tokenizer.get_number_tokens(),
+            num_audio_tokens=a.gpt_num_audio_tokens,
+            start_audio_token=a.gpt_start_audio_token,
+            stop_audio_token=a.gpt_stop_audio_token,
+            use_perceiver_resampler=a.gpt_use_perceiver_resampler,
+            code_stride_len=a.gpt_code_stride_len,
+        )
     make_picklable(gpt)
     return gpt
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 
 from ..constants import OUTPUT_RATE, SAMPLE_RATE
+from ..log import say
 
 
 class Throughput(L.Callback):
@@ -32,6 +35,49 @@ class Throughput(L.Callback):
             pl_module.log("train/samples_per_sec", self._samples / elapsed, rank_zero_only=True)
             pl_module.log("train/audio_sec_per_sec", self._audio / elapsed, rank_zero_only=True)
             self._start, self._samples, self._audio, self._batches = None, 0, 0.0, 0
+
+
+class ConsoleProgress(RichProgressBar):
+    """The live progress bar in a terminal. Without one (output to a file or a CI log), a plain line
+    every `every_n_steps` steps and after each validation instead, which a log keeps readable."""
+
+    def __init__(self, every_n_steps: int = 10, **kwargs):
+        super().__init__(**kwargs)
+        self.every_n_steps = every_n_steps
+        self.plain = False
+        self._last = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.plain = not sys.stdout.isatty()
+        if self.plain:
+            self.disable()
+        else:
+            super().setup(trainer, pl_module, stage)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.plain:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        step = trainer.global_step
+        if step % self.every_n_steps == 0:
+            now = time.perf_counter()
+            pace = (
+                f", {(now - self._last[1]) / max(1, step - self._last[0]):.2f} s/step" if self._last else ""
+            )
+            self._last = (step, now)
+            total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+            metrics = self._metrics(trainer, "train/")
+            print(f"step {step}{total} epoch {trainer.current_epoch}{pace} | {metrics}", flush=True)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not self.plain:
+            return super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking:
+            print(f"validation at step {trainer.global_step} | {self._metrics(trainer, 'val/')}", flush=True)
+
+    @staticmethod
+    def _metrics(trainer, prefix: str) -> str:
+        metrics = trainer.callback_metrics
+        return " ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items()) if k.startswith(prefix))
 
 
 class SampleAudio(L.Callback):
@@ -73,6 +119,13 @@ class SampleAudio(L.Callback):
 
         from ..inference.synthesis import Settings, copy_gpt_weights, speak, voice_from_waveforms
 
+        start = time.perf_counter()
+        say(
+            f"sample audio: speaking {len(self.sentences)} sentences with the GPT of step "
+            f"{trainer.global_step} on {self.device or pl_module.device} (every {self.every} validations; "
+            "SampleAudio in the config)",
+            warning=False,
+        )
         model = self._inference_model(pl_module)
         copy_gpt_weights(pl_module.gpt, model)
         voice = voice_from_waveforms(model, [self._reference(trainer)])
@@ -89,6 +142,10 @@ class SampleAudio(L.Callback):
                     f"samples/{i}", audio[None], trainer.global_step, sample_rate=OUTPUT_RATE
                 )
                 experiment.add_text(f"samples/{i}", text, trainer.global_step)
+        say(
+            f"sample audio: done in {time.perf_counter() - start:.1f} s (TensorBoard: samples/)",
+            warning=False,
+        )
 
     def _inference_model(self, pl_module):
         if self._model is None:

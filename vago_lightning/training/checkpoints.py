@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,32 +50,55 @@ def remove_partial_saves(dirpath: Path) -> list[Path]:
     return removed
 
 
-def checkpoint_step(path: Path) -> int:
-    """The global step a checkpoint was saved at; raises if the file cannot be read."""
+@dataclass
+class Found:
+    """What a run's checkpoint folder holds to go on from."""
+
+    path: Path | None = None  # the newest good checkpoint, or None
+    step: int = 0
+    finished: dict | None = None  # how the run ended, when that checkpoint is its final state
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) that could not be loaded
+
+
+def read_header(path: Path) -> dict:
+    """The global step, whether the file holds the full resume state, and how the run ended;
+    raises if the file cannot be read (tensors are memory-mapped, not read)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(ckpt["global_step"])
+    return {
+        "step": int(ckpt["global_step"]),
+        "full": "optimizer_states" in ckpt,
+        "finished": ckpt.get(FINISHED_KEY),
+    }
 
 
-def newest_good_checkpoint(
-    dirpath: Path, before_step: int | None = None
-) -> tuple[Path | None, int, list[str]]:
-    """The checkpoint of a run to resume from: the highest global step among those that load
-    (last.ckpt wins a tie), saved before `before_step` when given. Returns (path, step, one line per
-    checkpoint that could not be read)."""
-    problems = []
+def newest_good_checkpoint(dirpath: Path, before_step: int | None = None, full_state: bool = True) -> Found:
+    """The checkpoint to go on from: the highest global step among those that load (last.ckpt wins a
+    tie), saved before `before_step` when given. `full_state`: only files a run can resume from
+    (best.ckpt holds the weights alone)."""
+    found = Found()
     candidates = []
     for path in sorted(dirpath.glob("*.ckpt")):
         try:
-            step = checkpoint_step(path)
+            head = read_header(path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported and skipped
-            problems.append(f"{path}: cannot be loaded ({type(err).__name__}: {str(err)[:120]}); skipping it")
+            found.unreadable.append((path, f"{type(err).__name__}: {str(err)[:120]}"))
             continue
-        if before_step is None or step < before_step:
-            candidates.append((step, path.name == "last.ckpt", path.stat().st_mtime, path))
-    if not candidates:
-        return None, 0, problems
-    step, _, _, path = max(candidates)
-    return path, step, problems
+        if (before_step is None or head["step"] < before_step) and (head["full"] or not full_state):
+            candidates.append(
+                (head["step"], path.name == "last.ckpt", head["full"], path.stat().st_mtime, path, head)
+            )
+    if candidates:
+        step, _, _, _, path, head = max(candidates, key=lambda c: c[:4])
+        found.path, found.step, found.finished = path, step, head["finished"]
+    return found
+
+
+def move_corrupt(path: Path) -> Path:
+    """Move a checkpoint that does not load out of the way (`<name>.corrupt-<time>`), so that new saves
+    take its name again and later resumes do not trip over it; nothing is deleted."""
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, target)
+    return target
 
 
 def move_aside(*paths: Path) -> list[Path]:
@@ -89,24 +113,104 @@ def move_aside(*paths: Path) -> list[Path]:
     return moved
 
 
+FINISHED_KEY = "vago_finished"  # in the final checkpoint of a run: how and where it ended
+
+
+def validation_follows(trainer) -> bool:
+    """Whether Lightning validates right after this training step (its own rule, asked early)."""
+    if trainer.num_val_batches and sum(trainer.num_val_batches) == 0:
+        return False  # nothing to validate: the loop returns before its hooks
+    loop = trainer.fit_loop.epoch_loop
+    try:
+        return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+    except AttributeError:  # another Lightning: save now rather than never
+        return False
+
+
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that also writes last.ckpt when training ends, so last.ckpt is always the
-    newest state of the run: after the final step when the run stops mid-epoch (max_steps, the
-    guard), at the end of the final epoch otherwise. Saving there, not in `on_train_end`, keeps the
-    loop state exact: a checkpoint written after the loops finished would mark an unfinished epoch
-    as done, and a resume would skip the rest of it."""
+    """The run's resume state: `last.ckpt` (weights, optimizer, LR schedule, loops, data position,
+    callbacks) is written every `every_n_train_steps` steps, after every validation, and when
+    training ends, so it is always the newest state. `step-NNNNNN.ckpt` snapshots beside it are kept
+    only when `save_top_k` > 0.
+
+    A save due at a step that is followed by a validation waits for the end of that validation, so
+    that it holds its results (the best score, early stopping): above all the final one, which makes
+    last.ckpt the true final state and lets best.ckpt see the final validation. A final save is made
+    in the training loop, not in `on_train_end`: a checkpoint written after the loops finished would
+    mark an unfinished epoch as done, and a resume would skip the rest of it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending: tuple[bool, bool] | None = None  # (snapshot, final) waiting for a validation
+        self._finishing: dict | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.save_last and (trainer.global_step == trainer.max_steps or trainer.should_stop):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        every = self._every_n_train_steps
+        due = every >= 1 and trainer.global_step % every == 0
+        final = is_final_step(trainer)
+        if not (due or final):
+            return
+        if validation_follows(trainer):
+            self._pending = (due, final)
+            return
+        self._save(trainer, snapshot=due, final=final)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self._should_skip_saving_checkpoint(trainer) and not self._pending:
+            return
+        snapshot, final = self._pending or (False, False)
+        self._pending = None
+        self._save(trainer, snapshot=snapshot, final=final or is_final_step(trainer))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        final = (
-            trainer.max_epochs is not None
-            and trainer.max_epochs > 0
-            and trainer.current_epoch + 1 >= trainer.max_epochs
-        )
-        if self.save_last and final and trainer.global_step > 0:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        final = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        if final and trainer.global_step > 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save(trainer, snapshot=False, final=True)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._pending:  # the validation it waited for did not run
+            self._save(trainer, snapshot=self._pending[0], final=True)
+            self._pending = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._finishing is not None:
+            checkpoint[FINISHED_KEY] = self._finishing
+
+    def _save(self, trainer, snapshot: bool, final: bool) -> None:
+        self._finishing = _how_it_ended(trainer) if final else None
+        try:
+            candidates = self._monitor_candidates(trainer)
+            if snapshot:
+                self._save_topk_checkpoint(trainer, candidates)
+            if self.save_last:
+                self._save_last_checkpoint(trainer, candidates)
+        finally:
+            self._finishing = None
+
+
+def is_final_step(trainer) -> bool:
+    """Whether the step just trained is the run's last: stopped, max_steps, or the last batch of the
+    last epoch."""
+    if trainer.should_stop or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps):
+        return True
+    last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+    return last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+def _how_it_ended(trainer) -> dict:
+    stopper = trainer.early_stopping_callback
+    if trainer.should_stop:
+        by_stopper = stopper is not None and stopper.wait_count >= stopper.patience
+        reason = "early_stopping" if by_stopper else "stopped"
+    elif trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        reason = "max_steps"
+    else:
+        reason = "max_epochs"
+    return {
+        "reason": reason,
+        "step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "patience": stopper.patience if stopper is not None else None,
+    }

@@ -3,15 +3,17 @@
 
 A LightningCLI over XttsGPTModule and ShardDataModule. Settings the data and the model must share
 (base model, language) are linked, not repeated. `--run NAME` names the run: checkpoints go to
-`checkpoints/NAME/` (best.ckpt by validation loss, last.ckpt, periodic step-*.ckpt) and TensorBoard
-logs to `lightning_logs/NAME/`. Running the same command again resumes that run from its newest
-good checkpoint; `--fresh true` moves the old run aside and starts over.
+`checkpoints/NAME/` (best.ckpt: the weights with the lowest validation loss; last.ckpt: the full
+resume state; optional step-*.ckpt snapshots) and TensorBoard logs to `lightning_logs/NAME/`
+(`validate` writes to `lightning_logs/NAME/validate-<time>/`). Running the same command again
+resumes that run from its newest good checkpoint, or says that it is complete; `--fresh true` moves
+the old run aside and starts over. Every check that can fail runs before anything is written.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,24 +23,31 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from ..data.datamodule import ShardDataModule
 from ..errors import VagoError
-from ..log import say
+from ..log import quiet_known_noise, say
 from ..model.module import XttsGPTModule
 from ..parsing import OneLineErrors
 from .checkpoints import (
     AtomicCheckpointIO,
+    Found,
     RunCheckpoint,
     move_aside,
+    move_corrupt,
     newest_good_checkpoint,
     remove_partial_saves,
 )
 from .guard import DivergenceGuard, WarningSigns
-from .preflight import Preflight, resolve_precision
+from .preflight import preflight, resolve_precision
 
-# Two Lightning warnings that describe this design, not a problem: the frozen DVAE and mel
-# extractors stay in eval mode on purpose, and the planned dataset splits its batches among
-# workers itself, so its length is exact.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+quiet_known_noise()
+
+
+class RunComplete(Exception):
+    """The run this command names has ended; its message says how to go on."""
+
+
+def _is_rank_zero_process() -> bool:
+    """DDP processes started by rank 0 re-run this command: only rank 0 moves files around."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 class XttsTrainer(L.Trainer):
@@ -69,29 +78,31 @@ class XttsCLI(LightningCLI):
         )
         parser.link_arguments("model.base_model", "data.base_model")
         parser.link_arguments("model.language", "data.language")
-        # Always present, configurable under their own keys.
-        parser.add_lightning_class_args(RunCheckpoint, "best_checkpoint")
+        # Always present, configurable under their own keys. best.ckpt holds what its uses need
+        # (init_from, validate, export: the weights); the resume state is last.ckpt alone.
+        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
         parser.set_defaults(
             {
                 "best_checkpoint.monitor": "val/loss",
                 "best_checkpoint.mode": "min",
                 "best_checkpoint.save_top_k": 1,
                 "best_checkpoint.filename": "best",
-                "best_checkpoint.save_last": True,
+                "best_checkpoint.save_weights_only": True,
+                "best_checkpoint.save_last": False,
                 "best_checkpoint.auto_insert_metric_name": False,
                 "best_checkpoint.enable_version_counter": False,
             }
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "periodic_checkpoint")
         parser.set_defaults(
             {
                 "periodic_checkpoint.monitor": "step",
                 "periodic_checkpoint.mode": "max",
                 "periodic_checkpoint.every_n_train_steps": 500,
-                "periodic_checkpoint.save_top_k": 3,
+                "periodic_checkpoint.save_top_k": 0,  # step snapshots beside last.ckpt: none
                 "periodic_checkpoint.filename": "step-{step:06d}",
                 "periodic_checkpoint.auto_insert_metric_name": False,
-                "periodic_checkpoint.save_last": True,  # last.ckpt: the newest state, whichever saved it
+                "periodic_checkpoint.save_last": True,
             }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
@@ -113,41 +124,80 @@ class XttsCLI(LightningCLI):
             if config[key].dirpath is None:
                 config[key].dirpath = f"checkpoints/{run}"
         if config.trainer.logger in (None, True):
+            # validate writes beside the run, never into its training logs and config.yaml.
+            evaluating = self.subcommand in ("validate", "test", "predict")
+            version = f"{self.subcommand}-{time.strftime('%Y%m%d-%H%M%S')}" if evaluating else ""
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir="lightning_logs", name=run, version="", default_hp_metric=False),
+                init_args=Namespace(
+                    save_dir="lightning_logs", name=run, version=version, default_hp_metric=False
+                ),
             )
         if self.subcommand == "fit":
             self._resume_or_start(config, run)
 
     def _resume_or_start(self, config, run: str) -> None:
         """The same command resumes its run from the newest good checkpoint; --fresh moves it aside."""
-        ckpt_dir = Path(config.best_checkpoint.dirpath)
+        ckpt_dir = Path(config.periodic_checkpoint.dirpath)
         log_dir = Path("lightning_logs") / run
         if config.fresh:
-            if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
-                return  # DDP processes started by rank 0 re-run this command: only rank 0 moves the run
-            for moved in move_aside(ckpt_dir, log_dir):
-                say(f"--fresh: the earlier run is kept at {moved}", warning=False)
+            if _is_rank_zero_process():
+                for moved in move_aside(ckpt_dir, log_dir):
+                    say(f"--fresh: the earlier run is kept at {moved}", warning=False)
             return
         if not config.get("ckpt_path") and ckpt_dir.is_dir():
-            for partial in remove_partial_saves(ckpt_dir):
-                say(f"removed {partial}, a save that was interrupted")
-            path, step, problems = newest_good_checkpoint(ckpt_dir)
-            for problem in problems:
-                say(problem)
-            if path is not None:
+            found = newest_good_checkpoint(ckpt_dir)
+            if _is_rank_zero_process():
+                for partial in remove_partial_saves(ckpt_dir):
+                    say(f"removed {partial}, a save that was interrupted")
+                for bad, why in found.unreadable:
+                    say(f"{bad} cannot be loaded ({why}); moved aside to {move_corrupt(bad).name}")
+            if found.path is not None:
+                complete = _complete(found, config, run)
+                if complete:
+                    raise RunComplete(complete)
                 say(
-                    f"resuming run {run!r} from {path} (step {step}); pass --fresh true to start it over",
+                    f"resuming run {run!r} from {found.path} (step {found.step}); pass --fresh true to start "
+                    "it over",
                     warning=False,
                 )
-                config.ckpt_path = str(path)
+                config.ckpt_path = str(found.path)
         if config.get("ckpt_path"):
             config.model.init_from = None  # the checkpoint holds the weights; init_from is for new runs
 
     def after_instantiate_classes(self) -> None:
         # Every checkpoint is written to a temporary file and renamed into place.
         self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    # Checks that can fail run here, before Lightning writes any log, config or checkpoint.
+
+    def before_fit(self) -> None:
+        self.datamodule.setup("fit")
+        preflight(self.trainer, self.model, self.datamodule)
+
+    def before_validate(self) -> None:
+        self.datamodule.setup("validate")
+
+
+def _complete(found: Found, config, run: str) -> str | None:
+    """What to say when the newest checkpoint is the end of a run this command would not extend."""
+    ended = found.finished
+    if not ended:
+        return None
+    steps, epochs = config.trainer.max_steps or -1, config.trainer.max_epochs
+    if ended["reason"] == "max_steps" and 0 < steps <= ended["step"]:
+        why, how = f"max_steps {steps}", "raise --trainer.max_steps"
+    elif ended["reason"] == "max_epochs" and epochs is not None and 0 < epochs <= ended["epoch"] + 1:
+        why, how = f"max_epochs {epochs}", "raise --trainer.max_epochs"
+    elif ended["reason"] == "early_stopping" and config.early_stopping.patience <= (ended["patience"] or 0):
+        why = f"early stopping: val/loss did not improve for {ended['patience']} validations"
+        how = "raise --early_stopping.patience (and --trainer.max_epochs if needed)"
+    else:
+        return None
+    return (
+        f"run {run!r} is complete: it ended at step {ended['step']} ({why}); {found.path} is its final "
+        f"state. To train it further, {how} and run the same command; to start over, add --fresh true."
+    )
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
@@ -158,11 +208,13 @@ def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
             args=args,
             run=run,
             trainer_class=XttsTrainer,
-            trainer_defaults={"callbacks": [Preflight()]},  # always on, before the first step
             save_config_kwargs={"overwrite": True},  # a resumed run writes its config.yaml again
             parser_kwargs={"default_env": False},
             parser_class=XttsArgumentParser,
         )
+    except RunComplete as done:
+        say(str(done), warning=False)
+        return None
     except VagoError as err:
         # Bad input is one line that names the file or key and what to do, not a traceback.
         raise SystemExit(f"error: {err}") from None

@@ -198,10 +198,12 @@ class DivergenceGuard(L.Callback):
         callback = trainer.checkpoint_callback
         path, step = None, 0
         if callback is not None and callback.dirpath and Path(callback.dirpath).is_dir():
-            # Only a checkpoint saved before the trouble began counts as good.
-            path, step, problems = newest_good_checkpoint(Path(callback.dirpath), before_step=since)
-            for problem in problems:
-                say(f"guard: {problem}")
+            # Only a checkpoint saved before the trouble began counts as good; best.ckpt (the weights
+            # alone) will do when it is the newest such one.
+            found = newest_good_checkpoint(Path(callback.dirpath), before_step=since, full_state=False)
+            path, step = found.path, found.step
+            for bad, why in found.unreadable:
+                say(f"guard: {bad} cannot be loaded ({why}); skipping it")
         where = f"{path} (step {step})" if path else "none yet (no checkpoint was written)"
         decision = self.policy.decide(have_checkpoint=path is not None)
         if path is not None:
@@ -228,8 +230,12 @@ class DivergenceGuard(L.Callback):
         ckpt = torch.load(path, map_location=pl_module.device, weights_only=False)
         pl_module.load_state_dict(ckpt["state_dict"])
         if optimizer:
-            for opt, state in zip(trainer.optimizers, ckpt.get("optimizer_states", [])):
-                opt.load_state_dict(state)
+            states = ckpt.get("optimizer_states")
+            for i, opt in enumerate(trainer.optimizers):
+                if states:
+                    opt.load_state_dict(states[i])
+                else:  # a weights-only file: AdamW's moments start afresh with those weights
+                    opt.state.clear()
 
     def _lower_lr(self, trainer) -> list[float]:
         for config in trainer.lr_scheduler_configs:

@@ -6,7 +6,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from ..errors import PreflightError
@@ -71,25 +70,64 @@ def estimate_gpu_memory(
     )
 
 
-def checkpoint_bytes(trainable: int) -> int:
-    """A checkpoint: fp32 GPT weights and two AdamW moments (the frozen DVAE is not saved)."""
-    return 12 * trainable + 16 * 1024**2
+@dataclass
+class CheckpointSizes:
+    """Bytes of the two kinds of checkpoint a run writes, from the real tensors."""
+
+    weights: int  # best.ckpt: the trained GPT's weights (and hyperparameters)
+    full: int  # last.ckpt and step snapshots: the weights, AdamW's two moments, the loops
+
+    @classmethod
+    def of(cls, module) -> CheckpointSizes:
+        from ..model.module import FROZEN_PREFIXES
+
+        saved = [t for k, t in module.state_dict().items() if not k.startswith(FROZEN_PREFIXES)]
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        weights = sum(t.numel() * t.element_size() for t in saved) + TENSOR_OVERHEAD * len(saved)
+        # AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype, and a step count, per parameter.
+        moments = sum(2 * p.numel() * p.element_size() + 3 * TENSOR_OVERHEAD for p in trainable)
+        return cls(weights=weights + FILE_OVERHEAD, full=weights + moments + FILE_OVERHEAD)
 
 
-def check_disk(dirpath: Path, trainable: int, kept: int) -> str:
-    """Fail unless the checkpoint folder can hold `kept` checkpoints plus one being written."""
-    need = (kept + 1) * checkpoint_bytes(trainable)
+TENSOR_OVERHEAD = 320  # bytes a tensor adds to a torch.save zip beyond its data (header, pickle, padding)
+FILE_OVERHEAD = 64 * 1024  # hyperparameters, loop and callback states
+
+
+def kept_checkpoints(callbacks, sizes: CheckpointSizes) -> tuple[int, list[str]]:
+    """Bytes the run keeps on disk at most, plus one full state being written (saves are atomic:
+    written aside, then renamed), and what they are."""
+    need, what = sizes.full, []
+    for cb in callbacks:
+        if cb.save_weights_only and cb.save_top_k:
+            n = max(cb.save_top_k, 1)
+            need += n * sizes.weights
+            what.append(f"{n} x best ({sizes.weights / GB:.2f} GB)")
+        elif not cb.save_weights_only:
+            if cb.save_last:
+                need += sizes.full
+                what.append(f"last ({sizes.full / GB:.2f} GB)")
+            if cb.save_top_k > 0:
+                need += cb.save_top_k * sizes.full
+                what.append(f"{cb.save_top_k} x step snapshot ({sizes.full / GB:.2f} GB)")
+            elif cb.save_top_k < 0:
+                what.append("every step snapshot (save_top_k -1: unbounded)")
+    what.append(f"one being written ({sizes.full / GB:.2f} GB)")
+    return need, what
+
+
+def check_disk(dirpath: Path, need: int, what: list[str]) -> str:
+    """Fail unless the checkpoint folder can hold what the run keeps."""
     probe = dirpath
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < need:
         raise PreflightError(
-            f"{dirpath}: {free / GB:.1f} GB free, but the {kept} checkpoints this run keeps (plus one being "
-            f"written) need about {need / GB:.1f} GB; free some space, lower periodic_checkpoint.save_top_k, "
+            f"{dirpath}: {free / GB:.1f} GB free, but the checkpoints this run keeps need about "
+            f"{need / GB:.1f} GB ({', '.join(what)}); free some space, lower periodic_checkpoint.save_top_k, "
             f"or point best_checkpoint.dirpath and periodic_checkpoint.dirpath to a larger disk"
         )
-    return f"disk: {free / GB:.1f} GB free in {probe}, ~{need / GB:.2f} GB needed for {kept} kept checkpoints"
+    return f"disk: {free / GB:.1f} GB free in {probe}, ~{need / GB:.2f} GB needed: {', '.join(what)}"
 
 
 def check_gpu(
@@ -122,42 +160,34 @@ def check_gpu(
     raise PreflightError(f"{line}: it will not fit; try " + ", ".join(advice or ["a larger GPU"]))
 
 
-class Preflight(L.Callback):
-    """Runs the checks once, before the first step, and prints what it found."""
-
-    def __init__(self, check_gpu_memory: bool = True):
-        self.check_gpu_memory = check_gpu_memory
-        self.lines: list[str] = []
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in pl_module.parameters() if not p.requires_grad)
-        precision = str(trainer.precision)
-        self.lines.append(f"precision: {precision}")
-        callbacks = [cb for cb in trainer.checkpoint_callbacks if cb.dirpath]
-        if callbacks:
-            kept = sum(max(cb.save_top_k, 0) + (1 if cb.save_last else 0) for cb in callbacks)
-            self.lines.append(check_disk(Path(callbacks[0].dirpath), trainable, kept))
-        root = pl_module.device
-        if self.check_gpu_memory and root.type == "cuda":
-            gpt = pl_module.gpt
-            hp = pl_module.hparams
-            batch = (
-                getattr(trainer.datamodule, "hparams", {}).get("batch_size", 3) if trainer.datamodule else 3
-            )
-            estimate = estimate_gpu_memory(
-                trainable,
-                frozen,
-                len(gpt.gpt.h),
-                gpt.model_dim,
-                gpt.heads,
-                batch,
-                precision,
-                hp.gradient_checkpointing,
-            )
-            free, total = torch.cuda.mem_get_info(root)
-            # The model is already on the card: count its weights as available to the estimate.
-            free += torch.cuda.memory_allocated(root)
-            self.lines.append(check_gpu(estimate, free, total, precision, batch, hp.gradient_checkpointing))
-        for line in self.lines:
-            say(f"preflight: {line}", warning=False)
+def preflight(trainer, module, datamodule) -> list[str]:
+    """The checks made before anything is written: the disk for the checkpoints the run keeps, and on
+    a GPU the memory a step needs. Raises PreflightError with what to change; returns what it found."""
+    lines = [f"precision: {trainer.precision}"]
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    if callbacks:
+        need, what = kept_checkpoints(callbacks, CheckpointSizes.of(module))
+        lines.append(check_disk(Path(callbacks[0].dirpath), need, what))
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        gpt, hp = module.gpt, module.hparams
+        batch = datamodule.hparams.batch_size if datamodule is not None else 3
+        estimate = estimate_gpu_memory(
+            trainable,
+            frozen,
+            len(gpt.gpt.h),
+            gpt.model_dim,
+            gpt.heads,
+            batch,
+            str(trainer.precision),
+            hp.gradient_checkpointing,
+        )
+        free, total = torch.cuda.mem_get_info(device)
+        lines.append(
+            check_gpu(estimate, free, total, str(trainer.precision), batch, hp.gradient_checkpointing)
+        )
+    for line in lines:
+        say(f"preflight: {line}", warning=False)
+    return lines
