@@ -9,48 +9,23 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-installs only when the dependency list changes.
+# Re-installs only when the dependency list changes. No root is needed: the demo speech comes from
+# the espeakng-loader wheel. As root on Debian/Ubuntu it also adds FFmpeg, which only coqui-tts's own
+# `speaker_wav=` file loading needs (a test uses it).
 $(STAMP): setup.cfg pyproject.toml
-	@command -v espeak-ng >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
-	  else echo "espeak-ng is missing: install it (Debian/Ubuntu: sudo apt-get install espeak-ng), then re-run make" >&2; exit 1; fi; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@command -v ffmpeg >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else echo "note: FFmpeg is not installed; only coqui-tts's speaker_wav= path needs it (sudo apt-get install ffmpeg)" >&2; fi; }
 	touch $(STAMP)
 
-# The whole job on the embedded default. Each step is skipped when its output is already there.
-TINY := models/tiny-xtts
-DEMO := corpora/demo
-
-$(TINY)/model.pth: | $(STAMP)
-	$(PY) -m vago_lightning tiny-base --out $(TINY)
-
-$(DEMO)/interview/metadata.csv: | $(STAMP)
-	$(PY) -m vago_lightning demo-data --out $(DEMO) --overwrite
-
-# Stage one, as the seed's Milliomos run: the quiz corpus alone, from the base model.
-checkpoints/demo-quiz/best.ckpt: data_shards/manifest.json
-	$(PY) train.py fit --config finetune.yaml --config configs/demo.yaml --config configs/demo-quiz.yaml
-
-# Stage two, as the seed's combined run: both corpora, from stage one's best, at a lower LR.
-checkpoints/demo-combined/best.ckpt: checkpoints/demo-quiz/best.ckpt
-	$(PY) train.py fit --config finetune.yaml --config configs/demo.yaml
-
-# After training, as the seed: both stages exported to the XTTS-v2 layout (with the demo voice
-# stored as a named speaker), samples from stage two, and the two compared on one page.
-REF := $(DEMO)/quiz/wavs/quiz_0001.wav
-exported/demo-%/model.pth: checkpoints/demo-%/best.ckpt
-	$(PY) -m vago_lightning export --ckpt $< --out exported/demo-$* --speaker demo_host=$(REF) --overwrite
-
-demo: install $(TINY)/model.pth $(DEMO)/interview/metadata.csv
-	$(PY) -m vago_lightning prepare --corpus quiz=$(DEMO)/quiz --corpus interview=$(DEMO)/interview \
-	  --language hu --base_model $(TINY) --out data_shards
-	$(MAKE) --no-print-directory exported/demo-quiz/model.pth exported/demo-combined/model.pth
-	$(PY) -m vago_lightning generate --model exported/demo-combined --reference $(REF) --out samples/demo-combined
-	$(PY) -m vago_lightning compare --model milliomos=exported/demo-quiz --model combined=exported/demo-combined \
-	  --reference $(REF) --out reports/demo
+# The whole job on the embedded default: `python -m vago_lightning demo` (each stage is skipped when
+# its output is already there).
+demo: install
+	$(PY) -m vago_lightning demo
 
 # The compare page is checked in a real headless browser (Debian's chromium).
 BROWSER_STAMP := $(VENV)/.browser

@@ -229,6 +229,14 @@ def compare(
     print(f"page: {Path(out) / 'index.html'}")
 
 
+def demo() -> None:
+    """The whole demo in the current folder: tiny base, demo corpora, prepare, both training stages,
+    export, samples, compare; each stage skipped when its output is there (run it again to go on)."""
+    from .demo.pipeline import run_demo
+
+    run_demo()
+
+
 VERBS = {
     "tiny-base": tiny_base,
     "demo-data": demo_data,
@@ -236,6 +244,7 @@ VERBS = {
     "export": export,
     "generate": generate,
     "compare": compare,
+    "demo": demo,
 }
 
 

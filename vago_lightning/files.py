@@ -26,8 +26,8 @@ def publish_dir(final: Path):
     old = None
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        final.rename(old)
-    tmp.rename(final)
+        os.replace(final, old)
+    os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old)
 

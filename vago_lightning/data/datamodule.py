@@ -17,6 +17,7 @@ import io
 import json
 from collections import Counter
 from dataclasses import asdict
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -139,6 +140,7 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         base_model: str = "models/tiny-xtts",
         language: str = "hu",
+        multiprocessing_context: Literal["fork", "spawn", "forkserver"] | None = None,
     ):
         """
         Args:
@@ -151,6 +153,8 @@ class ShardDataModule(L.LightningDataModule):
             seed: shuffling seed; each epoch's plan is derived from it and the epoch number.
             base_model: the model's base directory (linked from model.base_model): vocab and DVAE check.
             language: the model's language (linked from model.language).
+            multiprocessing_context: how DataLoader workers start; null: the platform's own (spawn on
+                Windows and macOS, fork on Linux).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -210,7 +214,7 @@ class ShardDataModule(L.LightningDataModule):
             seed=self.hparams.seed,
         )
         return EpochLoader(
-            dataset, self.trainer, num_workers=self.hparams.num_workers, persistent_workers=False
+            dataset, self.trainer, **self._workers(self.hparams.num_workers), persistent_workers=False
         )
 
     # --- validation -------------------------------------------------------------------------
@@ -237,7 +241,11 @@ class ShardDataModule(L.LightningDataModule):
             train=False,
             seed=0,
         )
-        return EpochLoader(dataset, None, num_workers=min(self.hparams.num_workers, len(batches)))
+        return EpochLoader(dataset, None, **self._workers(min(self.hparams.num_workers, len(batches))))
+
+    def _workers(self, count: int) -> dict:
+        context = self.hparams.multiprocessing_context if count > 0 else None
+        return {"num_workers": count, "multiprocessing_context": context}
 
 
 # Picklable callables (DataLoader workers are separate processes).

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import BaseModelError, OutputExistsError
 from ..files import publish_dir
-from ..model.base import XTTS_DVAE_KWARGS
+from ..model.base import XTTS_DVAE_KWARGS, quiet_transformers
 
 # Same structure as the release's DVAE, a thousand times fewer weights: for fast tests. num_layers
 # stays 2 so that one code still covers 1024 samples, and 1024 codes keep the release's token ids.
@@ -115,7 +115,8 @@ def _write_tiny_files(out: Path, spec: TinyBaseSpec) -> None:
 
     model = Xtts(config)
     model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
-    model.init_models()
+    with quiet_transformers():
+        model.init_models()
     # Smooth, non-trivial statistics so that code which forgets to apply them gives other numbers.
     mel_stats = 2.0 + 0.5 * torch.cos(torch.linspace(0, 3.14159, 80))
     model.mel_stats.copy_(mel_stats)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +107,7 @@ def move_aside(*paths: Path) -> list[Path]:
     for path in paths:
         if path.exists():
             target = path.with_name(f"{path.name}.replaced-{stamp}")
-            shutil.move(str(path), str(target))
+            os.replace(path, target)
             moved.append(target)
     return moved
 

@@ -1,0 +1,139 @@
+"""`python -m vago_lightning demo`: the seed workflow in miniature, end to end, on any platform.
+
+tiny base -> demo corpora -> prepare -> stage one (quiz) -> stage two (both corpora) -> export both
+-> samples -> compare -> report. Each stage is skipped when its output is there and newer than
+what it was made from, so the command can be run again after an interruption; one line per stage.
+It runs in this process with the same functions the other verbs call, so no `make` is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import vago_lightning
+
+TINY = Path("models/tiny-xtts")
+CORPORA = Path("corpora/demo")
+SHARDS = Path("data_shards")
+REFERENCE = CORPORA / "quiz" / "wavs" / "quiz_0001.wav"
+STAGES = {"quiz": "demo-quiz", "combined": "demo-combined"}  # seed name -> run name
+
+
+def config_dir() -> Path:
+    """Where finetune.yaml and configs/ are: the repository this package runs from."""
+    for root in (Path(vago_lightning.__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "finetune.yaml").is_file() and (root / "configs" / "demo.yaml").is_file():
+            return root
+    from ..errors import UsageError
+
+    raise UsageError(
+        "finetune.yaml and configs/demo.yaml not found: run the demo from a clone of the repository"
+    )
+
+
+@dataclass
+class Stage:
+    name: str
+    output: Path  # what it writes; it is done when this exists and is newer than `after`
+    run: Callable[[], None]
+    after: tuple[Path, ...] = ()
+    finished: Callable[[], bool] | None = None  # another test of done, for training runs
+
+    def done(self) -> bool:
+        if not self.output.exists() or (self.finished is not None and not self.finished()):
+            return False
+        made = self.output.stat().st_mtime
+        return all(not p.exists() or p.stat().st_mtime <= made for p in self.after)
+
+
+def _fit(*configs: str) -> None:
+    from ..training.cli import cli_main
+
+    root = config_dir()
+    names = ("finetune.yaml", "configs/demo.yaml", *configs)
+    cli_main(["fit", *[arg for name in names for arg in ("--config", str(root / name))]])
+
+
+def _finished(run: str) -> Callable[[], bool]:
+    """A training stage is done when its newest checkpoint is the final state of a finished run."""
+
+    def finished() -> bool:
+        from ..training.checkpoints import newest_good_checkpoint
+
+        folder = Path("checkpoints") / run
+        return folder.is_dir() and newest_good_checkpoint(folder).finished is not None
+
+    return finished
+
+
+def _training(name: str, run: str, *configs: str) -> Stage:
+    return Stage(
+        name, Path("checkpoints") / run / "best.ckpt", lambda: _fit(*configs), finished=_finished(run)
+    )
+
+
+def _export(name: str, run: str) -> Stage:
+    from .. import commands
+
+    best = Path("checkpoints") / run / "best.ckpt"
+    out = Path("exported") / run
+
+    def go() -> None:
+        commands.export(best, out, speaker={"demo_host": [REFERENCE]}, overwrite=True)
+
+    return Stage(name, out / "model.pth", go, after=(best,))
+
+
+def stages() -> list[Stage]:
+    from .. import commands
+
+    corpora = {"quiz": CORPORA / "quiz", "interview": CORPORA / "interview"}
+    quiz, combined = (Path("exported") / run for run in STAGES.values())
+    return [
+        Stage("tiny base model", TINY / "model.pth", lambda: commands.tiny_base(TINY, overwrite=True)),
+        Stage(
+            "demo corpora",
+            corpora["interview"] / "metadata.csv",
+            lambda: commands.demo_data(CORPORA, overwrite=True),
+        ),
+        Stage(
+            "prepare",
+            SHARDS / "manifest.json",
+            lambda: commands.prepare(corpora, SHARDS, base_model=TINY, quiet=True),
+            after=(TINY / "model.pth", corpora["interview"] / "metadata.csv"),
+        ),
+        _training("stage one: the quiz corpus (the Milliomos run)", "demo-quiz", "configs/demo-quiz.yaml"),
+        _training("stage two: both corpora (the combined run)", "demo-combined"),
+        _export("export stage one", "demo-quiz"),
+        _export("export stage two", "demo-combined"),
+        Stage(
+            "samples of stage two",
+            Path("samples/demo-combined/index.json"),
+            lambda: commands.generate(combined, [REFERENCE], Path("samples/demo-combined")),
+            after=(combined / "model.pth",),
+        ),
+        Stage(
+            "compare the two stages",
+            Path("reports/demo/report.json"),
+            lambda: commands.compare(
+                {"milliomos": quiz, "combined": combined}, [REFERENCE], Path("reports/demo")
+            ),
+            after=(quiz / "model.pth", combined / "model.pth"),
+        ),
+    ]
+
+
+def run_demo(say: Callable[[str], None] = print) -> None:
+    plan = stages()
+    for number, stage in enumerate(plan, start=1):
+        head = f"[{number}/{len(plan)}] {stage.name}"
+        if stage.done():
+            say(f"{head}: done already ({stage.output})")
+            continue
+        say(f"{head} ...")
+        start = time.perf_counter()
+        stage.run()
+        say(f"{head}: done in {time.perf_counter() - start:.0f} s ({stage.output})")
