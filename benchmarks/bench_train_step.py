@@ -113,9 +113,7 @@ def worker(kind: str, base: Path, corpus: Path, steps: int, batch: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)
@@ -126,10 +124,7 @@ def main() -> None:
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(
-            "RESULT "
-            + json.dumps(worker(args.worker, Path(args.base), Path(args.corpus), args.steps, args.batch))
-        )
+        print("RESULT " + json.dumps(worker(args.worker, Path(args.base), Path(args.corpus), args.steps, args.batch)))
         return
 
     from vago_lightning.demo.corpora import write_demo_corpora
@@ -169,9 +164,7 @@ def main() -> None:
                 text=True,
                 check=True,
             ).stdout
-            results[kind] = json.loads(
-                next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]
-            )
+            results[kind] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
         ref = results["coqui"]["sec_per_step"]
         for kind, r in results.items():
             extra = f", peak GPU {r['peak_gpu_gb']:.2f} GB on {r['gpu']}" if "peak_gpu_gb" in r else ""

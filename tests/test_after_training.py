@@ -257,7 +257,12 @@ def test_compare_page_renders_in_a_headless_browser(exported, demo_corpora, tmp_
     )
     report = json.loads((out / "report.json").read_text())
     for m in report["models"].values():
-        assert -1.0 <= m["speaker_similarity"] <= 1.0 and m["duration"] > 0
+        assert m["duration"] > 0 and m["count"] == 2 and set(m["registers"]) == {"texts"}
+        for s in m["samples"]:
+            # The tiny random model speaks noise: the judge says so, and its similarity stays low.
+            assert "no_speech" in s["flags"] and (s["speaker_similarity"] is None or s["speaker_similarity"] < 0.7)
+            assert s["speech_ratio"] is not None and s["xtts_encoder_similarity"] is not None
+        assert m["no_speech"] == 2 and m["speaker_similarity"] is None  # nothing to average
     dom = subprocess.run(
         [
             chromium,
@@ -271,9 +276,11 @@ def test_compare_page_renders_in_a_headless_browser(exported, demo_corpora, tmp_
         text=True,
         timeout=120,
     ).stdout
-    assert dom.count("<audio") == 2 * 2  # a player per model for each sentence and temperature
+    assert dom.count("<audio") == 2 * 2 + 1  # a player per model for each sentence and temperature, and the reference
     figures = re.search(r'<table id="figures">(.*?)</table>', dom, re.S).group(1)
-    assert figures.count("<tr>") == 3 and "speaker similarity" in figures  # header + one row per model
+    # header + per model: all samples and one register ("texts")
+    assert figures.count("<tr>") == 1 + 2 * 2 and "speaker similarity" in figures
+    assert dom.count("no speech: similarity means nothing") == 4 and 'id="reference"' in dom
     assert 'id="checklist"' in dom and "Voice consistency" in dom
     assert "data:audio/wav;base64," in dom  # self-contained: the audio is in the page
 
@@ -286,7 +293,7 @@ def test_sample_audio_is_logged_to_tensorboard(tiny_base, demo_corpora, tmp_path
     samples = corpus_samples(root / "quiz", module.tokenizer, 6)
     train = DataLoader(samples, batch_size=3, collate_fn=Collate(train=True, seed=0))
     val = DataLoader(samples[:3], batch_size=3, collate_fn=Collate(train=False))
-    callback = SampleAudio(every_n_validations=2, max_new_tokens=20, sentences=["Jó estét!"])
+    callback = SampleAudio(every_n_validations=2, max_new_tokens=20, sentences={"quiz": "Jó estét!"})
     trainer = L.Trainer(
         max_steps=4,
         val_check_interval=1,
@@ -302,5 +309,7 @@ def test_sample_audio_is_logged_to_tensorboard(tiny_base, demo_corpora, tmp_path
     trainer.fit(module, train, val)
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    assert "samples/0" in events.Tags()["audio"]
-    assert [e.step for e in events.Audio("samples/0")] == [2, 4]  # every second validation
+    assert "samples/quiz" in events.Tags()["audio"]
+    assert [e.step for e in events.Audio("samples/quiz")] == [2, 4]  # every second validation
+    assert {"samples/speaker_similarity/quiz", "samples/speech_ratio/quiz"} <= set(events.Tags()["scalars"])
+    assert [e.value for e in events.Scalars("samples/speech_ratio/quiz")] == [0.0, 0.0]  # noise, said so

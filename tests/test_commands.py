@@ -36,9 +36,7 @@ def test_the_forms_users_type_are_normalized():
     got = normalize("prepare", ["--corpus", "quiz=a", "--base-model", "m", "--corpus", "interview=b"])
     assert got[:2] == ["--base_model", "m"] and got[2] == "--corpus"
     assert json.loads(got[3]) == {"quiz": "a", "interview": "b"}
-    got = normalize(
-        "generate", ["--temperature", "0.5", "0.6", "--reference", "a.wav", "--reference", "b.wav"]
-    )
+    got = normalize("generate", ["--temperature", "0.5", "0.6", "--reference", "a.wav", "--reference", "b.wav"])
     assert json.loads(got[got.index("--temperature") + 1]) == ["0.5", "0.6"]
     assert json.loads(got[got.index("--reference") + 1]) == ["a.wav", "b.wav"]
     got = normalize("export", ["--speaker", "v=a.wav", "--speaker", "v=b.wav"])
@@ -50,8 +48,7 @@ def test_prepare_takes_a_config_file(tmp_path, demo_corpora, capsys):
     root, _ = demo_corpora
     config = tmp_path / "prepare.yaml"
     config.write_text(
-        f"corpus:\n  quiz: {root / 'quiz'}\nout: {tmp_path / 'shards'}\nquiet: true\n"
-        "val_fraction: 0.05\nworkers: 1\n"
+        f"corpus:\n  quiz: {root / 'quiz'}\nout: {tmp_path / 'shards'}\nquiet: true\nval_fraction: 0.05\nworkers: 1\n"
     )
     assert main(["prepare", "--config", str(config)]) == 0
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())

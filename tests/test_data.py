@@ -16,8 +16,7 @@ from vago_lightning.errors import DataError
 
 def _samples(n, corpus="c"):
     return [
-        {"key": f"k{i:04d}", "corpus": corpus, "duration": 1.0 + (i * 7919 % 97) / 10, "shard": "s"}
-        for i in range(n)
+        {"key": f"k{i:04d}", "corpus": corpus, "duration": 1.0 + (i * 7919 % 97) / 10, "shard": "s"} for i in range(n)
     ]
 
 
@@ -58,9 +57,7 @@ def test_corpus_weights_repeat_or_subsample():
     out = expand_weights(by_corpus, {"quiz": 2.0, "interview": 0.5}, seed=0, epoch=0)
     counts = Counter(s["corpus"] for s in out)
     assert counts == {"quiz": 20, "interview": 10}
-    assert Counter(s["key"] for s in out if s["corpus"] == "quiz") == Counter(
-        {s["key"]: 2 for s in by_corpus["quiz"]}
-    )
+    assert Counter(s["key"] for s in out if s["corpus"] == "quiz") == Counter({s["key"]: 2 for s in by_corpus["quiz"]})
 
 
 def _datamodule(demo_shards, tiny_base, **kwargs):

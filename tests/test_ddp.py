@@ -55,9 +55,7 @@ def test_two_process_ddp_sees_every_sample_once_per_epoch_and_the_guard_decides_
     seen = tmp_path / "seen"
     seen.mkdir()
     model = OneRankSeesNaN(base_model=str(tiny_base), lr=1e-4)
-    data = ShardDataModule(
-        shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"], num_workers=0
-    )
+    data = ShardDataModule(shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"], num_workers=0)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

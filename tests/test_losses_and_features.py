@@ -84,9 +84,7 @@ def test_prompt_slice_follows_coqui():
 def test_collate_pads_and_keeps_precomputed_codes():
     samples = [
         dict(text=torch.tensor([5, 6, 7]), wav=torch.ones(70_000), codes=torch.tensor([1, 2]), corpus="quiz"),
-        dict(
-            text=torch.tensor([5]), wav=torch.ones(90_000), codes=torch.tensor([3, 4, 5]), corpus="interview"
-        ),
+        dict(text=torch.tensor([5]), wav=torch.ones(90_000), codes=torch.tensor([3, 4, 5]), corpus="interview"),
     ]
     batch = Collate(train=True, seed=1)(samples)
     assert batch.text.tolist() == [[5, 6, 7], [5, 0, 0]] and batch.text_lengths.tolist() == [3, 1]

@@ -59,9 +59,7 @@ def test_one_optimizer_step_equals_coqui(parity_pair, demo_corpora):
     names = {id(p): n for n, p in coqui.xtts.gpt.named_parameters()}
     our_names = {id(p): n for n, p in ours.gpt.named_parameters()}
     for theirs, mine in zip(coqui_opt.param_groups, ours_opt.param_groups):
-        assert sorted(names[id(p)] for p in theirs["params"]) == sorted(
-            our_names[id(p)] for p in mine["params"]
-        )
+        assert sorted(names[id(p)] for p in theirs["params"]) == sorted(our_names[id(p)] for p in mine["params"])
         assert (theirs["weight_decay"], theirs["betas"], theirs["eps"], theirs["lr"]) == (
             mine["weight_decay"],
             tuple(mine["betas"]),

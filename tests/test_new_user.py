@@ -53,9 +53,7 @@ def _scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
 # --- checkpoints ------------------------------------------------------------------------------
 
 
-def test_best_ckpt_includes_the_final_validation_and_last_ckpt_is_the_final_state(
-    tiny_base, demo_shards, run_dir
-):
+def test_best_ckpt_includes_the_final_validation_and_last_ckpt_is_the_final_state(tiny_base, demo_shards, run_dir):
     cli = cli_main(
         [
             "fit",
@@ -204,9 +202,7 @@ def _srt_time(t: float) -> str:
     return f"00:00:{int(t):02d},{int(round(t * 1000)) % 1000:03d}"
 
 
-def test_a_bad_subtitle_segment_is_rejected_alone_and_every_segment_is_accounted_for(
-    tmp_path, demo_corpora, tiny_base
-):
+def test_a_bad_subtitle_segment_is_rejected_alone_and_every_segment_is_accounted_for(tmp_path, demo_corpora, tiny_base):
     root = tmp_path / "talk"
     root.mkdir()
     quiz = demo_corpora[0] / "quiz"

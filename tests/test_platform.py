@@ -52,9 +52,7 @@ def test_demo_speech_needs_no_system_espeak(monkeypatch):
 
 @pytest.mark.slow
 def test_the_demo_verb_runs_the_whole_chain_without_make_or_espeak_and_names_suit_windows(tmp_path):
-    env = dict(
-        os.environ, PATH=str(Path(sys.executable).parent), PYTHONUNBUFFERED="1"
-    )  # no espeak-ng, no make
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent), PYTHONUNBUFFERED="1")  # no espeak-ng, no make
     run = subprocess.run(
         [sys.executable, "-m", "vago_lightning", "demo"],
         cwd=tmp_path,
@@ -88,9 +86,7 @@ def test_the_demo_verb_runs_the_whole_chain_without_make_or_espeak_and_names_sui
     (ckpts / "step-000001.ckpt").write_bytes(b"not a checkpoint")
     move_corrupt(ckpts / "step-000001.ckpt")
     move_aside(tmp_path / "lightning_logs" / "demo-quiz")
-    bad = [
-        (str(p.relative_to(tmp_path)), why) for p in tmp_path.rglob("*") if (why := windows_problem(p.name))
-    ]
+    bad = [(str(p.relative_to(tmp_path)), why) for p in tmp_path.rglob("*") if (why := windows_problem(p.name))]
     assert not bad, bad
 
 

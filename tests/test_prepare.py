@@ -107,9 +107,7 @@ def test_every_rejection_reason_is_recorded_with_source_and_line(messy_prepared,
     entry = manifest["corpora"]["messy"]
     assert entry["rejected_total"] == len(rejected) == 11
     # Every input accounted for, exactly.
-    assert (
-        entry["inputs"] == 18 == entry["splits"]["train"]["samples"] + entry["splits"]["val"]["samples"] + 11
-    )
+    assert entry["inputs"] == 18 == entry["splits"]["train"]["samples"] + entry["splits"]["val"]["samples"] + 11
 
 
 def _read_tar(path):
@@ -207,10 +205,7 @@ def test_long_recordings_with_subtitles_are_cut_at_segment_boundaries(tmp_path, 
         )
     else:
         sep = "," if fmt == "srt" else "."
-        blocks = [
-            f"{i}\n{_stamp(s.start, sep)} --> {_stamp(s.end, sep)}\n{s.text}"
-            for i, s in enumerate(segments, 1)
-        ]
+        blocks = [f"{i}\n{_stamp(s.start, sep)} --> {_stamp(s.end, sep)}\n{s.text}" for i, s in enumerate(segments, 1)]
         head = "WEBVTT\n\n" if fmt == "vtt" else ""
         (root / f"talk.{fmt}").write_text(head + "\n\n".join(blocks) + "\n", encoding="utf-8")
     parsed = parse_subtitles(root / f"talk.{fmt}")
@@ -221,9 +216,7 @@ def test_long_recordings_with_subtitles_are_cut_at_segment_boundaries(tmp_path, 
     entry = manifest["corpora"]["talk"]
     assert entry["format"] == "subtitles" and entry["rejected_total"] == 0
     members = _read_tar(tmp_path / "out" / "talk" / "train-000000.tar")
-    metas = sorted(
-        (json.loads(v) for k, v in members.items() if k.endswith(".json")), key=lambda m: m["start"]
-    )
+    metas = sorted((json.loads(v) for k, v in members.items() if k.endswith(".json")), key=lambda m: m["start"])
     # Every segment's words land in exactly one clip, in order; cuts are padded but never overlap.
     assert " ".join(m["text"] for m in metas) == " ".join(s.text for s in segments)
     for a, b in zip(metas, metas[1:]):
@@ -265,17 +258,11 @@ def test_stratified_split_is_proportional_deterministic_and_never_empty():
     assert held != stratified_split(records, 0.02, seed=1, corpus="interview")
     assert len(stratified_split(records[:10], 0.02, seed=0, corpus="x")) == 1  # at least one
     assert stratified_split(records[:1], 0.02, seed=0, corpus="x") == set()
-    assert (
-        category(3.0, "Igen.") == "short"
-        and category(5, "Igen.") == "medium"
-        and category(7, "Igen.") == "long"
-    )
+    assert category(3.0, "Igen.") == "short" and category(5, "Igen.") == "medium" and category(7, "Igen.") == "long"
     assert category(9, "Hogy van?") == "question"
 
 
-def test_demo_corpora_end_to_end_rerun_is_idempotent_and_rebuilds_only_what_changed(
-    tmp_path, demo_corpora, capsys
-):
+def test_demo_corpora_end_to_end_rerun_is_idempotent_and_rebuilds_only_what_changed(tmp_path, demo_corpora, capsys):
     root, _ = demo_corpora
     quiz = tmp_path / "quiz"
     shutil.copytree(root / "quiz", quiz)

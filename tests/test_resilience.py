@@ -108,9 +108,7 @@ def test_a_nan_loss_is_skipped_and_counted(tiny_base, quiz_samples, tmp_path):
     assert trainer.global_step == 8 and _finite(module)
 
 
-def test_nan_gradients_in_a_row_stop_the_run_and_name_the_last_good_checkpoint(
-    tiny_base, quiz_samples, tmp_path
-):
+def test_nan_gradients_in_a_row_stop_the_run_and_name_the_last_good_checkpoint(tiny_base, quiz_samples, tmp_path):
     module = Faulty(base_model=str(tiny_base), lr=3e-4)
     module.nan_grad_steps = {5, 6, 7}
     guard = DivergenceGuard(max_bad_steps=3, action="stop")
@@ -296,9 +294,7 @@ def test_sigkill_mid_save_and_mid_step_then_resume_continues_exactly(tiny_base, 
     # 1. Kill during a save: saves are slowed down and the process is killed while one is in flight.
     slow_disk = [sys.executable, str(REPO / "tests" / "slow_disk_train.py"), *cmd[2:]]
     proc = _spawn(slow_disk, env, logs[0])
-    assert _wait_for(lambda: list(ckpts.glob(".step-000010.ckpt.tmp-*")), proc), (
-        tmp_path / "run0.log"
-    ).read_text()
+    assert _wait_for(lambda: list(ckpts.glob(".step-000010.ckpt.tmp-*")), proc), (tmp_path / "run0.log").read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (ckpts / "step-000005.ckpt").is_file() and not (ckpts / "step-000010.ckpt").exists()

@@ -50,10 +50,7 @@ def tiny_base(
 
     spec = TinyBaseSpec(gpt_layers=gpt_layers, gpt_dim=gpt_dim, gpt_heads=gpt_heads, dvae=dvae, seed=seed)
     written = write_tiny_base(out, spec, overwrite=overwrite)
-    print(
-        f"tiny base model written to {written} "
-        f"({spec.gpt_layers} layers, dim {spec.gpt_dim}, dvae {spec.dvae})"
-    )
+    print(f"tiny base model written to {written} ({spec.gpt_layers} layers, dim {spec.gpt_dim}, dvae {spec.dvae})")
 
 
 def demo_data(out: Path, seed: int = 0, workers: int = 2, overwrite: bool = False) -> None:
@@ -81,6 +78,9 @@ def prepare(
     seed: int = _PREPARE.seed,
     min_seconds: float = _PREPARE.min_seconds,
     shard_size: int = _PREPARE.shard_size,
+    speaker_check: bool = _PREPARE.speaker_check,
+    reject_other_speakers: bool = _PREPARE.reject_other_speakers,
+    trim_silence: bool = _PREPARE.trim_silence,
     workers: int = os.cpu_count() or 1,
     quiet: bool = False,
 ) -> None:
@@ -95,6 +95,9 @@ def prepare(
         seed: seed of the split and the shard order
         min_seconds: shorter clips are rejected
         shard_size: samples per shard
+        speaker_check: embed every clip (resemblyzer) and flag those far from the corpus's speaker
+        reject_other_speakers: reject those clips (reason other_speaker) instead of only flagging them
+        trim_silence: trim leading and trailing non-speech (silero-vad) to at most 0.2 s
         workers: processes decoding and encoding clips
         quiet: no progress bar
     """
@@ -106,6 +109,9 @@ def prepare(
         seed=seed,
         min_seconds=min_seconds,
         shard_size=shard_size,
+        speaker_check=speaker_check,
+        reject_other_speakers=reject_other_speakers,
+        trim_silence=trim_silence,
     )
     _, rebuilt = run(
         dict(corpus),
@@ -140,10 +146,7 @@ def export(
 
     written = export_checkpoint(ckpt, out, base_model, speaker or {}, overwrite=overwrite)
     size = sum(p.stat().st_size for p in written.iterdir()) / 1024**2
-    print(
-        f"exported {ckpt} to {written} "
-        f"({', '.join(sorted(p.name for p in written.iterdir()))}; {size:.0f} MB)"
-    )
+    print(f"exported {ckpt} to {written} ({', '.join(sorted(p.name for p in written.iterdir()))}; {size:.0f} MB)")
 
 
 def generate(
@@ -166,7 +169,7 @@ def generate(
         language: language of the texts
         temperature: sampling temperatures
         seed: sampling seed
-        max_new_tokens: cap on generated codes (1 code = 1024 samples)
+        max_new_tokens: cap on generated codes (1 code = 1024 samples); default: in proportion to the text
     """
     from .inference.synthesis import generate as run
     from .inference.synthesis import read_texts
@@ -180,7 +183,11 @@ def generate(
         Settings(language=language, seed=seed, max_new_tokens=max_new_tokens),
     )
     for s in index["samples"]:
-        print(f"{Path(out) / s['file']}: {s['duration']:.2f} s, RTF {s['real_time_factor']}")
+        flags = f" [{', '.join(s['flags'])}]" if s["flags"] else ""
+        print(
+            f"{Path(out) / s['file']}: {s['duration']:.2f} s, similarity {s['speaker_similarity']}, RTF "
+            f"{s['real_time_factor']}{flags}"
+        )
     print(f"index: {Path(out) / 'index.json'}")
 
 
@@ -204,15 +211,13 @@ def compare(
         language: language of the texts
         temperature: sampling temperatures
         seed: sampling seed
-        max_new_tokens: cap on generated codes (1 code = 1024 samples)
+        max_new_tokens: cap on generated codes (1 code = 1024 samples); default: in proportion to the text
     """
     from .inference.compare import compare as run
     from .inference.synthesis import read_texts
 
     if len(model) < 2:
-        raise UsageError(
-            "--model: give two or more, e.g. --model A=exported/milliomos --model B=exported/combined"
-        )
+        raise UsageError("--model: give two or more, e.g. --model A=exported/milliomos --model B=exported/combined")
     report = run(
         dict(model),
         list(reference),
@@ -222,8 +227,10 @@ def compare(
         Settings(language=language, seed=seed, max_new_tokens=max_new_tokens),
     )
     for name, m in report["models"].items():
+        similarity = "–" if m["speaker_similarity"] is None else f"{m['speaker_similarity']:.3f}"
         print(
-            f"{name}: speaker similarity {m['speaker_similarity']:.3f}, mean duration {m['duration']:.2f} s, "
+            f"{name}: speaker similarity {similarity} (over samples with speech), no speech in {m['no_speech']} of "
+            f"{m['count']}, runaway {m['runaway']}, mean duration {m['duration']:.2f} s, "
             f"RTF {m['real_time_factor']:.2f}"
         )
     print(f"page: {Path(out) / 'index.html'}")

@@ -39,9 +39,7 @@ def load_clip(path: Path, start: float | None = None, end: float | None = None) 
         info = sf.info(str(path))
         first = int(round((start or 0.0) * info.samplerate))
         last = int(round(end * info.samplerate)) if end is not None else info.frames
-        data, rate = sf.read(
-            str(path), start=first, stop=min(last, info.frames), dtype="float32", always_2d=True
-        )
+        data, rate = sf.read(str(path), start=first, stop=min(last, info.frames), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError("undecodable", f"{path}: {err}") from None
     if data.size == 0:
@@ -112,9 +110,7 @@ def check_clip(clip: Clip, limits: ClipLimits) -> None:
     if n < limits.min_seconds * SAMPLE_RATE:
         raise AudioError("too_short", f"{clip.seconds:.2f} s < {limits.min_seconds} s")
     if n > limits.max_samples:
-        raise AudioError(
-            "too_long", f"{clip.seconds:.2f} s > {limits.max_samples / SAMPLE_RATE:.2f} s (XTTS limit)"
-        )
+        raise AudioError("too_long", f"{clip.seconds:.2f} s > {limits.max_samples / SAMPLE_RATE:.2f} s (XTTS limit)")
     rms = float(np.sqrt(np.mean(np.square(clip.wav, dtype=np.float64))))
     dbfs = 20 * np.log10(max(rms, 1e-12))
     if dbfs < limits.silence_dbfs:

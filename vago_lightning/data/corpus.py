@@ -35,9 +35,7 @@ class Item:
     speaker: str = ""
     start: float | None = None  # seconds into `audio`, for cuts of long recordings
     end: float | None = None
-    segments: list[tuple[int, int | None]] = field(
-        default_factory=list
-    )  # subtitle (number, line) in the clip
+    segments: list[tuple[int, int | None]] = field(default_factory=list)  # subtitle (number, line) in the clip
 
     @property
     def inputs(self) -> int:
@@ -190,8 +188,7 @@ def parse_subtitles(path: Path) -> list[Segment]:
         if isinstance(data, dict):
             data = data.get("segments", [])
         return [
-            Segment(float(s["start"]), float(s["end"]), str(s["text"]).strip(), i)
-            for i, s in enumerate(data, start=1)
+            Segment(float(s["start"]), float(s["end"]), str(s["text"]).strip(), i) for i, s in enumerate(data, start=1)
         ]
     segments = []
     block: list[tuple[int, str]] = []
@@ -247,12 +244,7 @@ def plan_cuts(
             long_enough = current[-1].end - current[0].start >= min_seconds
             ends_sentence = current[-1].text.rstrip().endswith((".", "!", "?", "…"))
             blocked = any(current[-1].start < b_start < piece.start + 1e-9 for b_start, _ in blockers)
-            if (
-                duration <= max_seconds
-                and gap <= max_gap
-                and not blocked
-                and not (long_enough and ends_sentence)
-            ):
+            if duration <= max_seconds and gap <= max_gap and not blocked and not (long_enough and ends_sentence):
                 current.append(piece)
                 continue
         groups.append([piece])
@@ -261,8 +253,7 @@ def plan_cuts(
         start, end = group[0].start, group[-1].end
         before = max([groups[i - 1][-1].end if i > 0 else 0.0] + [b for a, b in blockers if a < start])
         after = min(
-            [groups[i + 1][0].start if i + 1 < len(groups) else end + 2 * pad]
-            + [a for a, b in blockers if b > end]
+            [groups[i + 1][0].start if i + 1 < len(groups) else end + 2 * pad] + [a for a, b in blockers if b > end]
         )
         start = max(0.0, start - max(0.0, min(pad, (start - before) / 2)))
         end = end + max(0.0, min(pad, (after - end) / 2))

@@ -34,9 +34,7 @@ from .plan import expand_weights, plan_epoch
 class PlannedShardDataset(IterableDataset):
     """Yields this rank's batches of one planned epoch, reading the shards that hold them."""
 
-    def __init__(
-        self, shards_dir: str, batches_fn, length: int, tokenizer, language: str, train: bool, seed: int
-    ):
+    def __init__(self, shards_dir: str, batches_fn, length: int, tokenizer, language: str, train: bool, seed: int):
         self.shards_dir = shards_dir
         self.batches_fn = batches_fn  # epoch -> this rank's batches (lists of index entries)
         self.length = length
@@ -90,9 +88,7 @@ class PlannedShardDataset(IterableDataset):
                     f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
                     "shards; run prepare again"
                 )
-            yield collate(
-                [self._sample(self._take(cache, uses, (e["corpus"], e["key"])), e["corpus"]) for e in batch]
-            )
+            yield collate([self._sample(self._take(cache, uses, (e["corpus"], e["key"])), e["corpus"]) for e in batch])
 
     @staticmethod
     def _take(cache: dict, uses: Counter, key: tuple) -> dict:
@@ -172,16 +168,11 @@ class ShardDataModule(L.LightningDataModule):
         for name in names + sorted(hp.corpus_weights or {}):
             if name not in manifest.corpora:
                 raise DataError(
-                    f"{where}: no corpus {name!r} (it has {sorted(manifest.corpora)}); "
-                    f"fix data.corpora or prepare it"
+                    f"{where}: no corpus {name!r} (it has {sorted(manifest.corpora)}); fix data.corpora or prepare it"
                 )
         if manifest.language != hp.language:
-            raise DataError(
-                f"{where}: prepared for language {manifest.language!r}, model.language is {hp.language!r}"
-            )
-        check_codes_match(
-            manifest, names, base_fingerprint(check_base_dir(hp.base_model)), hp.base_model, where
-        )
+            raise DataError(f"{where}: prepared for language {manifest.language!r}, model.language is {hp.language!r}")
+        check_codes_match(manifest, names, base_fingerprint(check_base_dir(hp.base_model)), hp.base_model, where)
         # Plain dicts: the plan travels to every DataLoader worker.
         train = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "train")] for n in names}
         if not any(train.values()):
@@ -213,9 +204,7 @@ class ShardDataModule(L.LightningDataModule):
             train=True,
             seed=self.hparams.seed,
         )
-        return EpochLoader(
-            dataset, self.trainer, **self._workers(self.hparams.num_workers), persistent_workers=False
-        )
+        return EpochLoader(dataset, self.trainer, **self._workers(self.hparams.num_workers), persistent_workers=False)
 
     # --- validation -------------------------------------------------------------------------
 

@@ -60,6 +60,8 @@ class CorpusEntry:
     splits: dict[str, Split]
     rejected: dict[str, int]  # reason -> count
     rejected_total: int
+    speaker_outliers: int = 0  # clips far from the corpus's speaker (speaker_outliers.jsonl)
+    speaker_threshold: float | None = None  # the similarity under which a clip counted as one
 
     @classmethod
     def from_dict(cls, d: dict) -> CorpusEntry:
@@ -130,9 +132,7 @@ def read_text(location: str) -> str:
             return stream.read().decode("utf-8")
     path = Path(location)
     if not path.is_file():
-        raise DataError(
-            f"{path}: not found; run `python -m vago_lightning prepare ... --out {path.parent}` first"
-        )
+        raise DataError(f"{path}: not found; run `python -m vago_lightning prepare ... --out {path.parent}` first")
     return path.read_text(encoding="utf-8")
 
 

@@ -17,7 +17,7 @@ import random
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import numpy as np
 from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
 from ..errors import AudioError, DataError, UsageError
 from ..files import publish_dir, sha256_file, write_text_atomic
-from .audio import ClipLimits, check_clip, encode_flac, load_clip
+from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
 
@@ -40,6 +40,12 @@ class PrepareSettings:
     max_samples: int = MAX_WAV_SAMPLES
     max_text_tokens: int = MAX_TEXT_TOKENS
     shard_size: int = 64  # samples per shard: several shards per corpus for shuffling and workers
+    speaker_check: bool = True  # embed every clip and flag those far from the corpus's speaker
+    reject_other_speakers: bool = False  # reject those clips (other_speaker) instead of only flagging them
+    trim_silence: bool = False  # trim leading/trailing non-speech to at most TRIM_KEEP seconds
+
+
+TRIM_KEEP = 0.2  # seconds of silence kept before and after the speech when trimming
 
 
 def category(seconds: float, text: str) -> str:
@@ -53,9 +59,7 @@ def inputs_fingerprint(
     items: list[Item], rejections: list[Rejection], settings: PrepareSettings, base: dict | None, fmt: str
 ) -> str:
     """Changes when any input file (content of text files, size and mtime of audio) or setting does."""
-    digest = hashlib.sha256(
-        json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode()
-    )
+    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode())
     sources = sorted({i.source for i in items} | {r.source for r in rejections})
     for source in sources:
         digest.update(source.encode())
@@ -73,12 +77,13 @@ def inputs_fingerprint(
 _WORKER: dict = {}
 
 
-def _init_worker(base_dir: str | None, limits: ClipLimits, threads: int | None = 1) -> None:
+def _init_worker(base_dir: str | None, limits: ClipLimits, settings: PrepareSettings, threads: int | None = 1) -> None:
     import torch
 
     if threads:
         torch.set_num_threads(threads)  # worker processes: one per core instead
     _WORKER["limits"] = limits
+    _WORKER["settings"] = settings
     _WORKER["dvae"] = None
     if base_dir:
         from ..model.base import load_dvae
@@ -91,8 +96,11 @@ def _init_worker(base_dir: str | None, limits: ClipLimits, threads: int | None =
 
 def _process(item: Item) -> dict:
     """Decode, check and encode one clip; the result is a record for a shard or a rejection."""
+    settings: PrepareSettings = _WORKER["settings"]
     try:
         clip = load_clip(item.audio, item.start, item.end)
+        if settings.trim_silence:
+            clip = trim_silence(clip)
         check_clip(clip, _WORKER["limits"])
     except AudioError as err:
         return {"rejected": err.reason, "detail": err.detail}
@@ -102,6 +110,11 @@ def _process(item: Item) -> dict:
         "source_rate": clip.source_rate,
         "source_channels": clip.source_channels,
     }
+    if settings.speaker_check:
+        from .. import metrics
+
+        # The whole clip (prepared clips are mostly speech), which spares a VAD pass per clip.
+        record["embedding"] = metrics.speaker_embedding(clip.wav, SAMPLE_RATE, whole=True)
     if _WORKER["dvae"] is not None:
         import torch
 
@@ -116,6 +129,7 @@ def _run_clips(
     items: list[Item],
     base_dir: Path | None,
     limits: ClipLimits,
+    settings: PrepareSettings,
     workers: int,
     label: str,
     progress: bool,
@@ -127,14 +141,12 @@ def _run_clips(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    args = (str(base_dir) if base_dir else None, limits)
+    args = (str(base_dir) if base_dir else None, limits, settings)
     if workers <= 1:
         _init_worker(*args, threads=None)  # in this process: leave its thread count alone
         pool, mapped = nullcontext(), map(_process, items)
     else:
-        pool = ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args
-        )
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args)
         mapped = pool.map(_process, items, chunksize=4)
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with pool, Progress(*columns, disable=not progress) as bar:
@@ -144,6 +156,19 @@ def _run_clips(
             results.append(result)
             bar.advance(task)
         return results
+
+
+def trim_silence(clip: Clip) -> Clip:
+    """The clip with its leading and trailing non-speech cut to at most TRIM_KEEP seconds (subtitle
+    cuts often carry silence); a clip with no detected speech is left as it is."""
+    from .. import metrics
+
+    timing = metrics.speech_timing(clip.wav, SAMPLE_RATE)
+    if not timing.segments:
+        return clip
+    start = max(0, int((timing.segments[0][0] - TRIM_KEEP) * SAMPLE_RATE))
+    end = min(len(clip.wav), int((timing.segments[-1][1] + TRIM_KEEP) * SAMPLE_RATE))
+    return replace(clip, wav=clip.wav[start:end])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,11 +265,7 @@ def text_problem(text: str, tokenizer, settings: PrepareSettings) -> tuple[str, 
 def unknown_characters(text: str, tokenizer, language: str) -> list[str]:
     """The characters of `text` (after coqui's cleaning) that encode to [UNK]."""
     cleaned = tokenizer.preprocess_text(text, language)
-    return [
-        c
-        for c in dict.fromkeys(cleaned)
-        if not c.isspace() and UNK_TOKEN_ID in tokenizer.tokenizer.encode(c).ids
-    ]
+    return [c for c in dict.fromkeys(cleaned) if not c.isspace() and UNK_TOKEN_ID in tokenizer.tokenizer.encode(c).ids]
 
 
 def prepare_corpus(
@@ -267,11 +288,7 @@ def prepare_corpus(
     items, rejections, fmt = read_corpus(root, lambda text: text_problem(text, tokenizer, settings))
     fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
     target = out / name
-    if (
-        previous
-        and previous.fingerprint == fingerprint
-        and all((target / s).is_file() for s in previous.shard_names())
-    ):
+    if previous and previous.fingerprint == fingerprint and all((target / s).is_file() for s in previous.shard_names()):
         return previous, False
 
     rejected = list(rejections)
@@ -292,9 +309,10 @@ def prepare_corpus(
 
     limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
     results = _run_clips(
-        [a[0] for a in accepted], base_dir, limits, workers, name, progress, len(items) - len(accepted)
+        [a[0] for a in accepted], base_dir, limits, settings, workers, name, progress, len(items) - len(accepted)
     )
     records = []
+    items_of = {}
     for (item, key, text), result in zip(accepted, results):
         if "rejected" in result:
             rejected += rejections_of(item, result["rejected"], result["detail"])
@@ -320,6 +338,15 @@ def prepare_corpus(
         if item.segments:
             meta["segments"] = [number for number, _ in item.segments]
         records.append(dict(result, key=key, category=cat, meta=meta, inputs=item.inputs))
+        items_of[key] = item
+
+    outliers, threshold = _speaker_check(records, settings) if settings.speaker_check else ([], None)
+    if settings.reject_other_speakers:
+        for o in outliers:
+            detail = f"similarity {o['similarity']:.3f} to the corpus's speaker < {threshold:.2f}"
+            rejected += rejections_of(items_of[o["key"]], "other_speaker", detail)
+        gone = {o["key"] for o in outliers}
+        records = [r for r in records if r["key"] not in gone]
 
     held = stratified_split(records, settings.val_fraction, settings.seed, name)
     train = [r for r in records if r["key"] not in held]
@@ -339,6 +366,8 @@ def prepare_corpus(
         splits={},
         rejected=dict(sorted(Counter(r.reason for r in rejected).items())),
         rejected_total=len(rejected),
+        speaker_outliers=len(outliers),
+        speaker_threshold=None if threshold is None or threshold != threshold else round(threshold, 4),
     )
     with publish_dir(target) as tmp:
         for split, rows in (("train", train), ("val", val)):
@@ -346,6 +375,12 @@ def prepare_corpus(
         with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
             for row in rejected:
                 f.write(json.dumps(dict(asdict(row), corpus=name), ensure_ascii=False) + "\n")
+        with open(tmp / "speaker_outliers.jsonl", "w", encoding="utf-8") as f:
+            for row in outliers:
+                f.write(
+                    json.dumps(dict(row, corpus=name, rejected=settings.reject_other_speakers), ensure_ascii=False)
+                    + "\n"
+                )
         (tmp / "corpus.json").write_text(entry.to_json(), encoding="utf-8")
     return entry, True
 
@@ -397,10 +432,37 @@ def prepare(
         totals=totals(entries),
     )
     write_text_atomic(out / "manifest.json", manifest.to_json())
-    rejected_lines = "".join((out / name / "rejected.jsonl").read_text(encoding="utf-8") for name in entries)
-    write_text_atomic(out / "rejected.jsonl", rejected_lines)
+    for listing in ("rejected.jsonl", "speaker_outliers.jsonl"):
+        lines = "".join(
+            (out / n / listing).read_text(encoding="utf-8") for n in entries if (out / n / listing).is_file()
+        )
+        write_text_atomic(out / listing, lines)
     write_text_atomic(out / "summary.md", summary(manifest))
     return manifest, rebuilt
+
+
+def _speaker_check(records: list[dict], settings: PrepareSettings) -> tuple[list[dict], float]:
+    """Every clip's similarity to its corpus's speaker (in its metadata) and the clips far from it."""
+    from .. import metrics
+
+    similarities, threshold = metrics.speaker_outliers([r.pop("embedding", None) for r in records])
+    outliers = []
+    for record, similarity in zip(records, similarities):
+        record["meta"]["speaker_similarity"] = None if similarity != similarity else round(similarity, 4)
+        if similarity < threshold:
+            meta = record["meta"]
+            outliers.append(
+                {
+                    "key": record["key"],
+                    "id": meta["id"],
+                    "source": meta["source"],
+                    "metadata": meta["metadata"],
+                    "line": meta["line"],
+                    "similarity": round(similarity, 4),
+                    "threshold": round(threshold, 4),
+                }
+            )
+    return sorted(outliers, key=lambda o: o["similarity"]), threshold
 
 
 def _previous(path: Path) -> CorpusEntry | None:
@@ -445,9 +507,7 @@ def summary(manifest: Manifest) -> str:
     minutes = t["seconds"] / 60
     styles = len(manifest.corpora)
     few_val = {
-        n: e.splits["val"].samples
-        for n, e in manifest.corpora.items()
-        if e.splits["val"].samples < MIN_VAL_CLIPS
+        n: e.splits["val"].samples for n, e in manifest.corpora.items() if e.splits["val"].samples < MIN_VAL_CLIPS
     }
     smallest = min((_clips(manifest, n) for n in few_val), default=1)
     checks = [
@@ -468,6 +528,19 @@ def summary(manifest: Manifest) -> str:
         ),
         (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
     ]
+    for name, e in manifest.corpora.items():
+        if e.speaker_outliers:
+            verb = "rejected (other_speaker)" if e.settings.get("reject_other_speakers") else "kept"
+            checks.append(
+                (
+                    False,
+                    f"{name}: {e.speaker_outliers} clips far from the corpus's speaker (similarity < "
+                    f"{e.speaker_threshold:.2f}), {verb}: see speaker_outliers.jsonl; another speaker "
+                    "(an interviewer?) or degraded audio. --reject_other_speakers true leaves them out",
+                )
+            )
+        elif e.settings.get("speaker_check"):
+            checks.append((True, f"{name}: every clip close to the corpus's speaker"))
     lines += [f"- {'✅' if ok else '⚠️'} {text}" for ok, text in checks]
     return "\n".join(lines) + "\n"
 

@@ -29,9 +29,7 @@ def config_dir() -> Path:
             return root
     from ..errors import UsageError
 
-    raise UsageError(
-        "finetune.yaml and configs/demo.yaml not found: run the demo from a clone of the repository"
-    )
+    raise UsageError("finetune.yaml and configs/demo.yaml not found: run the demo from a clone of the repository")
 
 
 @dataclass
@@ -70,9 +68,7 @@ def _finished(run: str) -> Callable[[], bool]:
 
 
 def _training(name: str, run: str, *configs: str) -> Stage:
-    return Stage(
-        name, Path("checkpoints") / run / "best.ckpt", lambda: _fit(*configs), finished=_finished(run)
-    )
+    return Stage(name, Path("checkpoints") / run / "best.ckpt", lambda: _fit(*configs), finished=_finished(run))
 
 
 def _export(name: str, run: str) -> Stage:
@@ -118,9 +114,7 @@ def stages() -> list[Stage]:
         Stage(
             "compare the two stages",
             Path("reports/demo/report.json"),
-            lambda: commands.compare(
-                {"milliomos": quiz, "combined": combined}, [REFERENCE], Path("reports/demo")
-            ),
+            lambda: commands.compare({"milliomos": quiz, "combined": combined}, [REFERENCE], Path("reports/demo")),
             after=(quiz / "model.pth", combined / "model.pth"),
         ),
     ]

@@ -119,15 +119,7 @@ QUIZ_LIFELINES = [
 
 def quiz_sentences() -> list[str]:
     """The quiz-show corpus: 80 lines in seven kinds, in a fixed order."""
-    return (
-        QUIZ_GREETINGS
-        + QUIZ_QUESTIONS
-        + QUIZ_OPTIONS
-        + QUIZ_PRIZES
-        + QUIZ_CORRECT
-        + QUIZ_WRONG
-        + QUIZ_LIFELINES
-    )
+    return QUIZ_GREETINGS + QUIZ_QUESTIONS + QUIZ_OPTIONS + QUIZ_PRIZES + QUIZ_CORRECT + QUIZ_WRONG + QUIZ_LIFELINES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +234,7 @@ def interview_sentences(seed: int = 0, count: int = 231) -> list[str]:
     while len(lines) < count:
         opener = rng.choice(INTERVIEW_OPENERS)
         n_clauses = (
-            1
-            if len(lines) < len(INTERVIEW_SHORT) + len(INTERVIEW_QUESTIONS) + n_medium
-            else rng.choice((2, 2, 3))
+            1 if len(lines) < len(INTERVIEW_SHORT) + len(INTERVIEW_QUESTIONS) + n_medium else rng.choice((2, 2, 3))
         )
         clauses = rng.sample(INTERVIEW_CLAUSES, n_clauses)
         text = f"{opener} {clauses[0]}"

@@ -34,9 +34,7 @@ def train_vocab(texts: list[str], path: Path, languages: list[str], vocab_size: 
     from TTS.tts.layers.xtts.tokenizer import multilingual_cleaners
 
     cleaned = [multilingual_cleaners(t, "hu") for t in texts]
-    alphabet = sorted(
-        set("".join(cleaned)) | set("abcdefghijklmnopqrstuvwxyzáéíóöőúüű0123456789.,!?;:'\"-()")
-    )
+    alphabet = sorted(set("".join(cleaned)) | set("abcdefghijklmnopqrstuvwxyzáéíóöőúüű0123456789.,!?;:'\"-()"))
     specials = SPECIAL_TOKENS + [f"[{lang}]" for lang in languages] + ["[START]"]
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -60,8 +58,7 @@ class TinyBaseSpec:
     def validate(self) -> None:
         if self.gpt_dim % 32 or self.gpt_dim % self.gpt_heads:
             raise BaseModelError(
-                f"--gpt_dim {self.gpt_dim}: must be a multiple of 32 (GroupNorm) "
-                f"and of --gpt_heads {self.gpt_heads}"
+                f"--gpt_dim {self.gpt_dim}: must be a multiple of 32 (GroupNorm) and of --gpt_heads {self.gpt_heads}"
             )
         if self.dvae not in ("tiny", "xtts"):
             raise BaseModelError(f"--dvae {self.dvae}: choose 'tiny' or 'xtts'")

@@ -1,15 +1,19 @@
 """`compare`: the same sentences from several exported models, side by side on one HTML page.
 
-Objective figures per model: speaker similarity to the reference (cosine of speaker embeddings from
-the first model's HiFiGAN speaker encoder, which `export` copies from the base, so every model is
-measured with the same encoder), duration and real-time factor. The page embeds its audio, so it
-is one self-contained file.
+Every sample is judged by models that are not being judged (`vago_lightning/metrics.py`): speaker
+similarity to the references (resemblyzer), speech ratio and silences (silero-vad), speaking rate
+against the references', and flags (no_speech, runaway, too_fast, too_slow). Figures are summed up
+per model and per register (quiz-show lines, conversation lines). A sample without speech says so
+instead of showing a similarity as if it meant something. The similarity by the first model's own
+HiFiGAN speaker encoder stays as a second column, labelled as what it is. The page embeds its audio,
+so it is one self-contained file.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import statistics
 from pathlib import Path
@@ -17,7 +21,15 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from .synthesis import Settings, generate, load_xtts, speaker_embedding_of, voice_from_references
+from .synthesis import (
+    Sentence,
+    Settings,
+    generate,
+    load_xtts,
+    reference_profile,
+    speaker_embedding_of,
+    voice_from_references,
+)
 
 # The seed's "What to listen for".
 CHECKLIST = [
@@ -32,7 +44,7 @@ CHECKLIST = [
 def compare(
     models: dict[str, Path],
     references: list[Path],
-    texts: list[str],
+    texts: list[Sentence],
     temperatures: list[float],
     out: str | Path,
     settings: Settings | None = None,
@@ -41,65 +53,120 @@ def compare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = {name: load_xtts(path) for name, path in models.items()}
-    judge = next(iter(loaded.values()))
-    reference = voice_from_references(judge, references)[1].flatten()
+    reference = reference_profile(references)
+    first = next(iter(loaded.values()))  # its HiFiGAN speaker encoder: the second, labelled column
+    xtts_reference = voice_from_references(first, references)[1].flatten()
     report = {
-        "models": {},
-        "texts": texts,
+        "texts": [{"text": s.text, "register": s.register} for s in texts],
         "temperatures": temperatures,
         "references": [str(r) for r in references],
+        "reference_speaking_rate": None if reference.rate != reference.rate else round(reference.rate, 3),
+        "models": {},
     }
     for name, path in models.items():
-        index = generate(path, references, texts, temperatures, out / name, settings, model=loaded[name])
+        index = generate(path, references, texts, temperatures, out / name, settings, loaded[name], reference)
         for sample in index["samples"]:
             wav, rate = sf.read(out / name / sample["file"], dtype="float32")
-            embedding = speaker_embedding_of(judge, wav, rate)
-            sample["speaker_similarity"] = round(
-                float(torch.nn.functional.cosine_similarity(embedding, reference, dim=0)), 4
-            )
-        samples = index["samples"]
+            own = speaker_embedding_of(first, wav, rate)
+            sample["xtts_encoder_similarity"] = round(float(torch.cosine_similarity(own, xtts_reference, dim=0)), 4)
         report["models"][name] = {
             "path": str(path),
-            "samples": samples,
-            "speaker_similarity": round(statistics.mean(s["speaker_similarity"] for s in samples), 4),
-            "duration": round(statistics.mean(s["duration"] for s in samples), 3),
-            "real_time_factor": round(statistics.mean(s["real_time_factor"] or 0 for s in samples), 3),
+            "samples": index["samples"],
+            **summarize(index["samples"]),
         }
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out / "index.html").write_text(render_html(report, out), encoding="utf-8")
+    (out / "index.html").write_text(render_html(report, out, references), encoding="utf-8")
     return report
 
 
-def _audio_tag(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.mean(values), 4) if values else None
 
 
-def render_html(report: dict, out: Path) -> str:
+def summarize(samples: list[dict]) -> dict:
+    """A model's figures over its samples, and per register. Similarity and speaking rate are
+    averaged over the samples that hold speech only; how many did not is counted."""
+
+    def figures(group: list[dict]) -> dict:
+        spoken = [s for s in group if "no_speech" not in s["flags"]]
+        return {
+            "count": len(group),
+            "no_speech": len(group) - len(spoken),
+            "runaway": sum("runaway" in s["flags"] for s in group),
+            "speaker_similarity": _mean(s["speaker_similarity"] for s in spoken),
+            "speech_ratio": _mean(s["speech_ratio"] for s in group),
+            "relative_rate": _mean(s["relative_rate"] for s in spoken),
+            "duration": _mean(s["duration"] for s in group),
+            "real_time_factor": _mean(s["real_time_factor"] for s in group),
+        }
+
+    registers = sorted({s["register"] for s in samples})
+    return {
+        **figures(samples),
+        "registers": {r: figures([s for s in samples if s["register"] == r]) for r in registers},
+    }
+
+
+def _audio_tag(data: bytes) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<audio controls preload="none" src="data:audio/wav;base64,{encoded}"></audio>'
+
+
+def _reference_audio(path: Path) -> bytes:
+    wav, rate = sf.read(path, dtype="float32")
+    buffer = io.BytesIO()
+    sf.write(buffer, wav, rate, format="WAV")
+    return buffer.getvalue()
+
+
+def _figure(value, fmt: str = "{:.3f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _judgement(s: dict) -> str:
+    if "no_speech" in s["flags"]:
+        similarity = "no speech: similarity means nothing"
+    else:
+        similarity = f"similarity {_figure(s['speaker_similarity'])}"
+    flags = "".join(f' <span class="flag">{html.escape(f)}</span>' for f in s["flags"] if f != "no_speech")
+    return (
+        f"{similarity} · speech {_figure(s['speech_ratio'], '{:.0%}')} · rate {_figure(s['relative_rate'], '{:.2f}x')}"
+        f" · {s['duration']:.2f} s{flags}"
+    )
+
+
+def render_html(report: dict, out: Path, references: list[Path]) -> str:
     names = list(report["models"])
     e = html.escape
-    figures = "".join(
-        f"<tr><th>{e(n)}</th><td>{m['speaker_similarity']:.3f}</td><td>{m['duration']:.2f} s</td>"
-        f"<td>{m['real_time_factor']:.2f}</td><td><code>{e(m['path'])}</code></td></tr>"
-        for n, m in report["models"].items()
-    )
+    summary = []
+    for n, m in report["models"].items():
+        for register, f in [("all", m), *m["registers"].items()]:
+            summary.append(
+                f"<tr><th>{e(n)}</th><td>{e(register)}</td><td>{_figure(f['speaker_similarity'])}</td>"
+                f"<td>{f['no_speech']} of {f['count']}</td><td>{_figure(f['speech_ratio'], '{:.0%}')}</td>"
+                f"<td>{_figure(f['relative_rate'], '{:.2f}x')}</td><td>{f['runaway']}</td>"
+                f"<td>{_figure(f['duration'], '{:.2f} s')}</td><td>{_figure(f['real_time_factor'], '{:.2f}')}</td></tr>"
+            )
     rows = []
-    by_model = {
-        n: {(s["text"], s["temperature"]): s for s in m["samples"]} for n, m in report["models"].items()
-    }
-    for text in report["texts"]:
+    by_model = {n: {(s["text"], s["temperature"]): s for s in m["samples"]} for n, m in report["models"].items()}
+    for sentence in report["texts"]:
         for temperature in report["temperatures"]:
             cells = []
             for n in names:
-                s = by_model[n][(text, temperature)]
+                s = by_model[n][(sentence["text"], temperature)]
                 cells.append(
-                    f"<td>{_audio_tag(out / n / s['file'])}<div class=fig>similarity "
-                    f"{s['speaker_similarity']:.3f} · {s['duration']:.2f} s · RTF "
-                    f"{s['real_time_factor'] or 0:.2f}</div></td>"
+                    f"<td>{_audio_tag((out / n / s['file']).read_bytes())}<div class=fig>{_judgement(s)}"
+                    f"<br>XTTS speaker encoder: {_figure(s['xtts_encoder_similarity'])}</div></td>"
                 )
-            rows.append(f"<tr><td class=text>{e(text)}</td><td>{temperature:.2f}</td>{''.join(cells)}</tr>")
+            rows.append(
+                f"<tr><td class=text>{e(sentence['text'])}<div class=fig>{e(sentence['register'])}</div></td>"
+                f"<td>{temperature:.2f}</td>{''.join(cells)}</tr>"
+            )
+    players = "".join(f"<div>{e(str(r))}<br>{_audio_tag(_reference_audio(Path(r)))}</div>" for r in references)
     checklist = "".join(f"<li>{e(item)}</li>" for item in CHECKLIST)
     heads = "".join(f"<th>{e(n)}</th>" for n in names)
+    rate = report["reference_speaking_rate"]
     return f"""<!doctype html>
 <html lang="hu"><head><meta charset="utf-8"><title>Compare: {e(" vs ".join(names))}</title>
 <style>
@@ -107,14 +174,23 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: .4em .6em; vertical-align: top; text-align: left; }}
 td.text {{ max-width: 28em; }} .fig {{ font-size: .8em; color: #555; }}
+.flag {{ background: #fde2e1; color: #8a1c14; border-radius: 3px; padding: 0 .3em; }}
 </style></head><body>
 <h1>{e(" vs ".join(names))}</h1>
-<p>Reference: {e(", ".join(report["references"]))}</p>
+<h2>Reference</h2><div id="reference">{players}</div>
+<p>Speaking rate of the references: {_figure(rate, "{:.1f} letters per second of speech")}
+{"" if rate is not None else "(unknown: no transcript found beside them)"}.</p>
 <h2>Objective figures</h2>
-<table id="figures"><tr><th>model</th><th>speaker similarity to the reference</th><th>mean duration</th>
-<th>real-time factor</th><th>model directory</th></tr>{figures}</table>
-<p>Speaker similarity: cosine of speaker embeddings (the first model's HiFiGAN speaker encoder),
-1.0 = the same voice. Real-time factor: synthesis time over audio time on the machine that made this page.</p>
+<table id="figures"><tr><th>model</th><th>register</th><th>speaker similarity</th><th>no speech</th>
+<th>speech ratio</th><th>speaking rate vs references</th><th>runaway</th><th>mean duration</th>
+<th>real-time factor</th></tr>{"".join(summary)}</table>
+<p>Measured by models that are not being judged. Speaker similarity: cosine of GE2E speaker
+embeddings (resemblyzer) to the references' mean, over the samples that hold speech; the same voice
+scores about 0.9, another voice under 0.75, noise about 0.5. No speech: silero-vad found less than
+0.3 s of speech or under 10% of the sample. Speaking rate: letters per second of speech over the
+references'; under 0.75x or over 1.25x is flagged. Runaway: generation ran to its token cap (the
+model did not stop). The last line under each sample is the similarity by the first model's own
+HiFiGAN speaker encoder, which scores even noise highly.</p>
 <h2>What to listen for</h2><ol id="checklist">{checklist}</ol>
 <h2>Samples</h2>
 <table id="samples"><tr><th>text</th><th>temperature</th>{heads}</tr>{"".join(rows)}</table>

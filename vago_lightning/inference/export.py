@@ -27,9 +27,7 @@ def base_of_checkpoint(ckpt: dict, path: Path, override: str | Path | None) -> P
     for candidate in (ckpt.get("base_model"), ckpt.get("hyper_parameters", {}).get("base_model")):
         if candidate and Path(candidate).is_dir():
             return check_base_dir(candidate)
-    raise BaseModelError(
-        f"{path}: its base model ({ckpt.get('base_model')}) is not there; pass --base_model DIR"
-    )
+    raise BaseModelError(f"{path}: its base model ({ckpt.get('base_model')}) is not there; pass --base_model DIR")
 
 
 def export_checkpoint(

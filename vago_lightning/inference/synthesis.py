@@ -8,29 +8,46 @@ latents from the references joined).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from ..constants import OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
+from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
 from ..data.audio import load_clip
 from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
 from ..files import publish_dir
 
+
+class Sentence(NamedTuple):
+    text: str
+    register: str  # "quiz" or "conversation" for the default sentences; "texts" for a --texts file
+
+
 # Sentences in both registers that are not in the demo training text.
 DEFAULT_SENTENCES = [
-    "Jó estét kívánok, kezdődik a mai játék!",
-    "Melyik magyar költő írta a Nemzeti dalt?",
-    "A helyes válasz a C, gratulálok, Ön továbbjutott!",
-    "Most a 250 000 forintos kérdés következik, figyeljen jól.",
-    "Tudja, a televízióban eltöltött évek alatt rengeteget tanultam az emberekről.",
-    "Őszintén szólva sosem gondoltam volna, hogy ennyi ideig csinálom ezt a munkát.",
-    "Hát, ez jó kérdés. Erről még soha senki nem kérdezett.",
+    Sentence("Jó estét kívánok, kezdődik a mai játék!", "quiz"),
+    Sentence("Melyik magyar költő írta a Nemzeti dalt?", "quiz"),
+    Sentence("A helyes válasz a C, gratulálok, Ön továbbjutott!", "quiz"),
+    Sentence("Most a 250 000 forintos kérdés következik, figyeljen jól.", "quiz"),
+    Sentence("Tudja, a televízióban eltöltött évek alatt rengeteget tanultam az emberekről.", "conversation"),
+    Sentence("Őszintén szólva sosem gondoltam volna, hogy ennyi ideig csinálom ezt a munkát.", "conversation"),
+    Sentence("Hát, ez jó kérdés. Erről még soha senki nem kérdezett.", "conversation"),
 ]
+CODES_PER_SECOND = SAMPLE_RATE / CODE_STRIDE  # 21.5 GPT audio tokens per second of speech
+# The default cap on new audio tokens: time for 4 characters a second (a third of a normal pace)
+# plus 1.5 s, so a model that never emits its stop token ends soon instead of at 605 tokens.
+CAP_CHARS_PER_SECOND, CAP_EXTRA_SECONDS = 4.0, 1.5
+
+
+def token_cap(text: str, model_limit: int) -> int:
+    """The default most audio tokens to generate for `text`."""
+    return min(model_limit, math.ceil(CODES_PER_SECOND * (CAP_EXTRA_SECONDS + len(text) / CAP_CHARS_PER_SECOND)))
 
 
 def load_xtts(model_dir: str | Path, device: str = "cpu"):
@@ -117,95 +134,133 @@ class Settings:
     top_p: float = 0.85
     repetition_penalty: float = 5.0
     seed: int = 0
-    max_new_tokens: int | None = None  # None: the model's own limit (605 codes, ~14 s)
+    max_new_tokens: int | None = None  # None: token_cap(text), proportional to the text
 
 
 @torch.inference_mode()
-def speak(model, text: str, voice, settings: Settings) -> np.ndarray:
-    """One text (split at sentence ends when long) at 24 kHz, pieces joined with 0.2 s of silence."""
+def speak(model, text: str, voice, settings: Settings) -> tuple[np.ndarray, bool]:
+    """One text (split at sentence ends when long) at 24 kHz, pieces joined with 0.2 s of silence;
+    and whether a piece ran to its token cap (a model that does not stop: `runaway`)."""
     latents, speaker = voice
     limit = model.tokenizer.char_limits.get(settings.language.split("-")[0], 250)
-    out = []
+    model_limit = model.gpt.max_gen_mel_tokens
+    out, runaway = [], False
     for piece in split_sentences(text, limit):
         torch.manual_seed(settings.seed)
-        extra = {"max_new_tokens": settings.max_new_tokens} if settings.max_new_tokens else {}
-        result = model.inference(
-            piece,
-            settings.language,
-            latents,
-            speaker,
-            temperature=settings.temperature,
-            top_k=settings.top_k,
-            top_p=settings.top_p,
-            repetition_penalty=settings.repetition_penalty,
-            **extra,
-        )
+        cap = min(model_limit, settings.max_new_tokens or token_cap(piece, model_limit))
+        # coqui's GPT.generate sets max_length from this attribute; passing max_new_tokens beside it
+        # makes transformers warn on every call.
+        model.gpt.max_gen_mel_tokens = cap
+        try:
+            result = model.inference(
+                piece,
+                settings.language,
+                latents,
+                speaker,
+                temperature=settings.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+                repetition_penalty=settings.repetition_penalty,
+            )
+        finally:
+            model.gpt.max_gen_mel_tokens = model_limit
+        runaway |= result["gpt_latents"].shape[1] >= cap - 2  # its latents: one per generated code
         out += [
             np.asarray(result["wav"], dtype=np.float32),
             np.zeros(int(0.2 * OUTPUT_RATE), dtype=np.float32),
         ]
-    return np.concatenate(out[:-1]) if out else np.zeros(0, dtype=np.float32)
+    return (np.concatenate(out[:-1]) if out else np.zeros(0, dtype=np.float32)), runaway
+
+
+def reference_profile(references: list[Path]):
+    """The judge's view of the references (`metrics.Reference`): their speaker embedding and, when a
+    reference lies in a corpus whose metadata.csv gives its text, their speaking rate."""
+    from .. import metrics
+
+    clips = [load_clip(Path(p)) for p in references]
+    return metrics.Reference.of([(c.wav, SAMPLE_RATE) for c in clips], [reference_text(Path(p)) for p in references])
+
+
+def reference_text(path: Path) -> str | None:
+    """The transcript of a corpus clip, from the metadata.csv of its corpus: coqui's format names it
+    by its path (its text in field 2), LJSpeech by its id (the normalized text in field 3)."""
+    for folder in (path.parent, path.parent.parent):
+        metadata = folder / "metadata.csv"
+        if not metadata.is_file():
+            continue
+        relative = path.relative_to(folder).as_posix()
+        for line in metadata.read_text(encoding="utf-8-sig").splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) >= 2 and fields[0] == relative:
+                return fields[1]
+            if len(fields) >= 2 and fields[0] == path.stem:
+                return fields[2] if len(fields) > 2 and fields[2] else fields[1]
+    return None
 
 
 def generate(
     model_dir: str | Path,
     references: list[Path],
-    texts: list[str],
+    texts: list[Sentence | str],
     temperatures: list[float],
     out: str | Path,
     settings: Settings | None = None,
     model=None,
+    reference=None,
 ) -> dict:
-    """One wav per text and temperature in `out`, and `out/index.json` describing each. `out` is
-    replaced as a whole (written aside, then renamed), so no wav of an earlier run stays beside the
-    new index; a folder that generate did not write is refused."""
+    """One wav per text and temperature in `out`, and `out/index.json` describing each with the
+    judge's figures (see `metrics.judge`). `out` is replaced as a whole (written aside, then
+    renamed), so no wav of an earlier run stays beside the new index; a folder that generate did not
+    write is refused. `reference`: the judge's reference profile, when the caller has one."""
     settings = settings or Settings()
     final = Path(out)
     if final.is_dir() and any(final.iterdir()) and not (final / "index.json").is_file():
-        raise OutputExistsError(
-            f"--out {final}: exists and holds files generate did not write; choose another --out"
-        )
+        raise OutputExistsError(f"--out {final}: exists and holds files generate did not write; choose another --out")
     model = model or load_xtts(model_dir)
     voice = voice_from_references(model, references)
-    with publish_dir(final) as out:
-        index = _generate_into(out, model, model_dir, references, voice, texts, temperatures, settings)
+    reference = reference or reference_profile(references)
+    sentences = [t if isinstance(t, Sentence) else Sentence(t, "texts") for t in texts]
+    with publish_dir(final) as folder:
+        entries = [
+            _sample(folder, model, voice, reference, i, sentence, temperature, settings)
+            for i, sentence in enumerate(sentences)
+            for temperature in temperatures
+        ]
+        index = {
+            "model": str(model_dir),
+            "references": [str(r) for r in references],
+            "reference_speaking_rate": None if reference.rate != reference.rate else round(reference.rate, 3),
+            "settings": {k: v for k, v in asdict(settings).items() if k != "temperature"},
+            "temperatures": temperatures,
+            "sample_rate": OUTPUT_RATE,
+            "samples": entries,
+        }
+        (folder / "index.json").write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
     return index
 
 
-def _generate_into(out, model, model_dir, references, voice, texts, temperatures, settings) -> dict:
-    entries = []
-    for i, text in enumerate(texts):
-        for temperature in temperatures:
-            run = Settings(**dict(asdict(settings), temperature=temperature))
-            start = time.perf_counter()
-            wav = speak(model, text, voice, run)
-            seconds = time.perf_counter() - start
-            name = f"{i:03d}_t{temperature:.2f}.wav"
-            sf.write(out / name, wav, OUTPUT_RATE)
-            duration = len(wav) / OUTPUT_RATE
-            entries.append(
-                {
-                    "file": name,
-                    "text": text,
-                    "temperature": temperature,
-                    "duration": round(duration, 3),
-                    "synthesis_seconds": round(seconds, 3),
-                    "real_time_factor": round(seconds / duration, 3) if duration else None,
-                }
-            )
-    index = {
-        "model": str(model_dir),
-        "references": [str(r) for r in references],
-        "settings": {k: v for k, v in asdict(settings).items() if k != "temperature"},
-        "temperatures": temperatures,
-        "sample_rate": OUTPUT_RATE,
-        "samples": entries,
+def _sample(folder: Path, model, voice, reference, i: int, sentence: Sentence, temperature: float, settings) -> dict:
+    from .. import metrics
+
+    start = time.perf_counter()
+    wav, runaway = speak(model, sentence.text, voice, Settings(**dict(asdict(settings), temperature=temperature)))
+    seconds = time.perf_counter() - start
+    name = f"{i:03d}_t{temperature:.2f}.wav"
+    sf.write(folder / name, wav, OUTPUT_RATE)
+    duration = len(wav) / OUTPUT_RATE
+    return {
+        "file": name,
+        "text": sentence.text,
+        "register": sentence.register,
+        "temperature": temperature,
+        "duration": round(duration, 3),
+        "synthesis_seconds": round(seconds, 3),
+        "real_time_factor": round(seconds / duration, 3) if duration else None,
+        **metrics.judge(wav, OUTPUT_RATE, sentence.text, reference, hit_token_limit=runaway),
     }
-    (out / "index.json").write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
-    return index
 
 
-def read_texts(path: str | Path | None) -> list[str]:
+def read_texts(path: str | Path | None) -> list[Sentence]:
     """One text per non-empty line of `path`, or the default sentences of both registers."""
     if path is None:
         return list(DEFAULT_SENTENCES)
@@ -215,4 +270,4 @@ def read_texts(path: str | Path | None) -> list[str]:
     texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise UsageError(f"--texts {path}: holds no text")
-    return texts
+    return [Sentence(text, "texts") for text in texts]

@@ -84,9 +84,7 @@ def base_fingerprint(base_dir: str | Path) -> dict:
     first load without changing a weight."""
     base = Path(base_dir)
     stats = tuple((base / n).stat() for n in ("dvae.pth", "mel_stats.pth", "vocab.json", "config.json"))
-    return dict(
-        _fingerprint(str(base.resolve()), tuple((s.st_size, s.st_mtime_ns) for s in stats)), path=str(base)
-    )
+    return dict(_fingerprint(str(base.resolve()), tuple((s.st_size, s.st_mtime_ns) for s in stats)), path=str(base))
 
 
 @functools.lru_cache(maxsize=8)
@@ -151,9 +149,7 @@ def load_dvae(path: str | Path):
     missing, unexpected = dvae.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("discrete_loss.")]
     if missing or unexpected:
-        raise BaseModelError(
-            f"{path}: DVAE keys do not match (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+        raise BaseModelError(f"{path}: DVAE keys do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return dvae.eval().requires_grad_(False)
 
 
@@ -242,9 +238,7 @@ def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:
     elif "model" in ckpt:
         state, kind, prefix = ckpt["model"], "xtts-release", "gpt."
     else:
-        raise BaseModelError(
-            f"{path}: neither a Lightning checkpoint nor an XTTS model.pth (keys {list(ckpt)[:5]})"
-        )
+        raise BaseModelError(f"{path}: neither a Lightning checkpoint nor an XTTS model.pth (keys {list(ckpt)[:5]})")
     gpt = {
         k[len(prefix) :]: v
         for k, v in state.items()
@@ -273,6 +267,5 @@ def check_gpt_state(own: dict, state: dict, source: str | Path) -> None:
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise BaseModelError(
-            f"{source}: GPT keys do not match the base model (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
+            f"{source}: GPT keys do not match the base model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )

@@ -74,14 +74,10 @@ def gpt_losses(
         cond_idxs,
         gpt.code_stride_len,
     )
-    return loss_text, F.cross_entropy(
-        mel_logits.float(), targets, ignore_index=-1, label_smoothing=gpt.label_smoothing
-    )
+    return loss_text, F.cross_entropy(mel_logits.float(), targets, ignore_index=-1, label_smoothing=gpt.label_smoothing)
 
 
-def weighted(
-    loss_text: torch.Tensor, loss_mel: torch.Tensor, weights: LossWeights
-) -> dict[str, torch.Tensor]:
+def weighted(loss_text: torch.Tensor, loss_mel: torch.Tensor, weights: LossWeights) -> dict[str, torch.Tensor]:
     """The three logged losses, weighted as coqui logs them."""
     text_ce = loss_text * weights.text_ce
     mel_ce = loss_mel * weights.mel_ce

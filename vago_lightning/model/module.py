@@ -222,9 +222,7 @@ class XttsGPTModule(L.LightningModule):
         return super().load_state_dict(full, strict=strict, assign=assign)
 
 
-def check_same_base(
-    checkpoint: dict, fingerprint: dict, base_model: str, source: str = "the checkpoint"
-) -> None:
+def check_same_base(checkpoint: dict, fingerprint: dict, base_model: str, source: str = "the checkpoint") -> None:
     """One line when `checkpoint` was trained on another base model than `fingerprint` describes."""
     theirs = checkpoint.get("base_fingerprint")
     if theirs is not None and not same_base(theirs, fingerprint):

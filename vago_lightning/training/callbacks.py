@@ -60,9 +60,7 @@ class ConsoleProgress(RichProgressBar):
         step = trainer.global_step
         if step % self.every_n_steps == 0:
             now = time.perf_counter()
-            pace = (
-                f", {(now - self._last[1]) / max(1, step - self._last[0]):.2f} s/step" if self._last else ""
-            )
+            pace = f", {(now - self._last[1]) / max(1, step - self._last[0]):.2f} s/step" if self._last else ""
             self._last = (step, now)
             total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
             metrics = self._metrics(trainer, "train/")
@@ -81,8 +79,10 @@ class ConsoleProgress(RichProgressBar):
 
 
 class SampleAudio(L.Callback):
-    """Every `every_n_validations` validations, speaks a few fixed sentences with the current GPT
-    (and the base's HiFiGAN decoder) and logs them to TensorBoard as audio (`samples/<n>`).
+    """Every `every_n_validations` validations, speaks one sentence per register with the current GPT
+    (and the base's HiFiGAN decoder), logs it to TensorBoard as audio (`samples/<register>`) and the
+    judge's figures beside it (`samples/speaker_similarity/<register>`, `samples/speech_ratio/<register>`),
+    so a voice that improves or collapses shows in a curve without listening to every sample.
 
     The voice comes from `reference` (a wav) or else from the first validation clip. Synthesis runs
     on `device` ("cpu" keeps the GPU's memory for training; null: the training device)."""
@@ -90,17 +90,17 @@ class SampleAudio(L.Callback):
     def __init__(
         self,
         every_n_validations: int = 5,
-        sentences: list[str] | None = None,
+        sentences: dict[str, str] | None = None,
         reference: str | None = None,
         temperature: float = 0.65,
-        max_new_tokens: int = 300,
+        max_new_tokens: int | None = None,
         device: str | None = "cpu",
     ):
         self.every = every_n_validations
-        self.sentences = sentences or [
-            "Jó estét kívánok, kezdődik a mai játék!",
-            "Tudja, ezt a kérdést már sokan feltették nekem.",
-        ]
+        self.sentences = sentences or {
+            "quiz": "Jó estét kívánok, kezdődik a mai játék!",
+            "conversation": "Tudja, ezt a kérdést már sokan feltették nekem.",
+        }
         self.reference = reference
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
@@ -108,6 +108,7 @@ class SampleAudio(L.Callback):
         self.validations = 0
         self._model = None
         self._reference_wav = None
+        self._judge_reference = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -117,33 +118,39 @@ class SampleAudio(L.Callback):
             return
         import torch
 
+        from .. import metrics
         from ..inference.synthesis import Settings, copy_gpt_weights, speak, voice_from_waveforms
 
         start = time.perf_counter()
         say(
-            f"sample audio: speaking {len(self.sentences)} sentences with the GPT of step "
-            f"{trainer.global_step} on {self.device or pl_module.device} (every {self.every} validations; "
-            "SampleAudio in the config)",
+            f"sample audio: speaking {len(self.sentences)} sentences with the GPT of step {trainer.global_step} on "
+            f"{self.device or pl_module.device} and judging them (every {self.every} validations; SampleAudio)",
             warning=False,
         )
         model = self._inference_model(pl_module)
         copy_gpt_weights(pl_module.gpt, model)
-        voice = voice_from_waveforms(model, [self._reference(trainer)])
+        reference = self._reference(trainer)
+        voice = voice_from_waveforms(model, [reference])
+        if self._judge_reference is None:
+            self._judge_reference = metrics.Reference.of([(reference.numpy(), SAMPLE_RATE)])
         settings = Settings(
-            language=pl_module.hparams.language,
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
+            language=pl_module.hparams.language, temperature=self.temperature, max_new_tokens=self.max_new_tokens
         )
         experiment = trainer.logger.experiment
-        for i, text in enumerate(self.sentences):
-            audio = torch.from_numpy(speak(model, text, voice, settings))
+        figures = []
+        for register, text in self.sentences.items():
+            wav, runaway = speak(model, text, voice, settings)
+            judged = metrics.judge(wav, OUTPUT_RATE, text, self._judge_reference, hit_token_limit=runaway)
+            figures.append(f"{register}: similarity {judged['speaker_similarity']}, speech {judged['speech_ratio']}")
             if hasattr(experiment, "add_audio"):
-                experiment.add_audio(
-                    f"samples/{i}", audio[None], trainer.global_step, sample_rate=OUTPUT_RATE
-                )
-                experiment.add_text(f"samples/{i}", text, trainer.global_step)
+                step = trainer.global_step
+                experiment.add_audio(f"samples/{register}", torch.from_numpy(wav)[None], step, sample_rate=OUTPUT_RATE)
+                experiment.add_text(f"samples/{register}", f"{text} ({', '.join(judged['flags']) or 'ok'})", step)
+                for name in ("speaker_similarity", "speech_ratio"):
+                    value = judged[name] if judged[name] is not None else float("nan")
+                    experiment.add_scalar(f"samples/{name}/{register}", value, step)
         say(
-            f"sample audio: done in {time.perf_counter() - start:.1f} s (TensorBoard: samples/)",
+            f"sample audio: {'; '.join(figures)}; took {time.perf_counter() - start:.1f} s (TensorBoard: samples/)",
             warning=False,
         )
 

@@ -83,9 +83,7 @@ def newest_good_checkpoint(dirpath: Path, before_step: int | None = None, full_s
             found.unreadable.append((path, f"{type(err).__name__}: {str(err)[:120]}"))
             continue
         if (before_step is None or head["step"] < before_step) and (head["full"] or not full_state):
-            candidates.append(
-                (head["step"], path.name == "last.ckpt", head["full"], path.stat().st_mtime, path, head)
-            )
+            candidates.append((head["step"], path.name == "last.ckpt", head["full"], path.stat().st_mtime, path, head))
     if candidates:
         step, _, _, _, path, head = max(candidates, key=lambda c: c[:4])
         found.path, found.step, found.finished = path, step, head["finished"]

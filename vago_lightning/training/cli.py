@@ -129,9 +129,7 @@ class XttsCLI(LightningCLI):
             version = f"{self.subcommand}-{time.strftime('%Y%m%d-%H%M%S')}" if evaluating else ""
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(
-                    save_dir="lightning_logs", name=run, version=version, default_hp_metric=False
-                ),
+                init_args=Namespace(save_dir="lightning_logs", name=run, version=version, default_hp_metric=False),
             )
         if self.subcommand == "fit":
             self._resume_or_start(config, run)
@@ -157,8 +155,7 @@ class XttsCLI(LightningCLI):
                 if complete:
                     raise RunComplete(complete)
                 say(
-                    f"resuming run {run!r} from {found.path} (step {found.step}); pass --fresh true to start "
-                    "it over",
+                    f"resuming run {run!r} from {found.path} (step {found.step}); pass --fresh true to start it over",
                     warning=False,
                 )
                 config.ckpt_path = str(found.path)

@@ -81,9 +81,9 @@ class GuardPolicy:
         """After the step, with its (finite or not) loss; `step` is the step the batch was trained at."""
         if loss is None or loss != loss or loss in (float("inf"), float("-inf")):
             return Verdict()  # counted by check_step
-        diverging = len(
+        diverging = len(self.history) >= self.min_history and loss > self.divergence_factor * statistics.median(
             self.history
-        ) >= self.min_history and loss > self.divergence_factor * statistics.median(self.history)
+        )
         self.diverging_in_row = self.diverging_in_row + 1 if diverging else 0
         if diverging and self.trouble_since is None:
             self.trouble_since = step
@@ -164,9 +164,7 @@ class DivergenceGuard(L.Callback):
         # One pass over the gradients serves the check and TensorBoard (after AMP unscaling, before
         # clipping); under DDP they are already reduced, so this is the same on every rank.
         norm = (
-            torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm(2) for p in params]))
-            if params
-            else None
+            torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm(2) for p in params])) if params else None
         )
         if norm is not None:
             pl_module.log("train/grad_norm", norm)
@@ -218,8 +216,7 @@ class DivergenceGuard(L.Callback):
         else:
             trainer.should_stop = True
             message = (
-                f"guard: {reason} at step {trainer.global_step}; training stopped. The last good "
-                f"checkpoint is {where}"
+                f"guard: {reason} at step {trainer.global_step}; training stopped. The last good checkpoint is {where}"
             )
         self.events.append(message)
         say(message)

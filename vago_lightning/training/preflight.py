@@ -57,9 +57,7 @@ def estimate_gpu_memory(
     act_bytes = 2 if "16" in precision else 4
     per_layer = seq_len * batch_size * dim * (34 + 5 * heads * seq_len / dim) * act_bytes / 2
     activations = (
-        (layers * seq_len * batch_size * dim * act_bytes + per_layer)
-        if gradient_checkpointing
-        else layers * per_layer
+        (layers * seq_len * batch_size * dim * act_bytes + per_layer) if gradient_checkpointing else layers * per_layer
     )
     return MemoryEstimate(
         weights=4 * trainable,
@@ -185,9 +183,7 @@ def preflight(trainer, module, datamodule) -> list[str]:
             hp.gradient_checkpointing,
         )
         free, total = torch.cuda.mem_get_info(device)
-        lines.append(
-            check_gpu(estimate, free, total, str(trainer.precision), batch, hp.gradient_checkpointing)
-        )
+        lines.append(check_gpu(estimate, free, total, str(trainer.precision), batch, hp.gradient_checkpointing))
     for line in lines:
         say(f"preflight: {line}", warning=False)
     return lines
