@@ -132,7 +132,7 @@ def test_two_stage_run_end_to_end(tiny_base, demo_shards, tmp_path, monkeypatch)
     train = [v for _, v in scalars["train/loss"]]
     assert all(torch.isfinite(torch.tensor(train))) and train[-1] < train[0] - 0.5
     val = [v for _, v in scalars["val/loss"]]
-    assert len(val) == 3 and val[-1] < val[0]
+    assert len(val) == 1 + 3 and val[-1] < val[0]  # the starting point (step 0), then 3 validations
     assert (tmp_path / "lightning_logs" / "demo-quiz" / "config.yaml").is_file()
     best = torch.load(stage1 / "best.ckpt", weights_only=False)
     assert {k.split(".")[0] for k in best["state_dict"]} == {"gpt"}  # no frozen DVAE in checkpoints

@@ -62,7 +62,7 @@ def test_the_demo_verb_runs_the_whole_chain_without_make_or_espeak_and_names_sui
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("[")]
-    assert [line.split("]")[0] for line in lines if line.endswith("...")] == [f"[{i}/9" for i in range(1, 10)]
+    assert [line.split("]")[0] for line in lines if line.endswith("...")] == [f"[{i}/10" for i in range(1, 11)]
     outputs = [
         "models/tiny-xtts/model.pth",
         "checkpoints/demo-combined/best.ckpt",
@@ -80,7 +80,7 @@ def test_the_demo_verb_runs_the_whole_chain_without_make_or_espeak_and_names_sui
         text=True,
         check=True,
     )
-    assert sum("done already" in line for line in again.stdout.splitlines()) == 9
+    assert sum("done already" in line for line in again.stdout.splitlines()) == 10
     # The names a run makes when it moves things aside, beside everything the demo wrote.
     ckpts = tmp_path / "checkpoints" / "demo-quiz"
     (ckpts / "step-000001.ckpt").write_bytes(b"not a checkpoint")

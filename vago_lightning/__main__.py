@@ -11,6 +11,7 @@ Tools (`<verb> --help` shows every flag; `--config FILE.yaml` gives them from a 
   export      a training checkpoint to the XTTS-v2 release layout (coqui-tts loads it as is)
   generate    speech from an exported model: one wav per sentence and temperature, and an index
   compare     the same sentences from several models on one self-contained HTML page
+  report      did stage two keep the quiz voice and learn the interview? curves, table, verdict
   demo        the whole chain on the embedded default, in the current folder (what `make demo` runs)
 """
 

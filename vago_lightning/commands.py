@@ -236,6 +236,27 @@ def compare(
     print(f"page: {Path(out) / 'index.html'}")
 
 
+def report(run: str, out: Path | None = None, baseline: str | None = None, logs: Path = Path("lightning_logs")) -> None:
+    """Did the run keep its baseline's voice and learn the new corpus? One self-contained page from the
+    runs' TensorBoard logs and best checkpoints (nothing is re-run).
+
+    Args:
+        run: the run's name (lightning_logs/<run>/)
+        out: output folder (default: reports/<run>)
+        baseline: the run it continued from (default: the one its model.init_from names)
+        logs: where the runs' TensorBoard logs are
+    """
+    from .inference.report import build_report
+
+    out = out or Path("reports") / run
+    result = build_report(run, baseline, Path(out), Path(logs))
+    if result["verdict"]:
+        print(f"{run}: {result['verdict']['summary']}")
+        for line in result["verdict"]["lines"]:
+            print(f"  {line}")
+    print(f"page: {Path(out) / 'index.html'}")
+
+
 def demo() -> None:
     """The whole demo in the current folder: tiny base, demo corpora, prepare, both training stages,
     export, samples, compare; each stage skipped when its output is there (run it again to go on)."""
@@ -251,6 +272,7 @@ VERBS = {
     "export": export,
     "generate": generate,
     "compare": compare,
+    "report": report,
     "demo": demo,
 }
 

@@ -117,6 +117,12 @@ def stages() -> list[Stage]:
             lambda: commands.compare({"milliomos": quiz, "combined": combined}, [REFERENCE], Path("reports/demo")),
             after=(quiz / "model.pth", combined / "model.pth"),
         ),
+        Stage(
+            "report: did stage two keep the quiz voice and learn the interview?",
+            Path("reports/demo-combined/report.json"),
+            lambda: commands.report("demo-combined", Path("reports/demo-combined"), baseline="demo-quiz"),
+            after=(Path("checkpoints/demo-combined/best.ckpt"),),
+        ),
     ]
 
 

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from ..errors import BaseModelError
+from ..log import say
 from .base import (
     base_fingerprint,
     build_gpt,
@@ -51,6 +52,7 @@ class XttsGPTModule(L.LightningModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
         gradient_checkpointing: bool = False,
+        validate_at_start: bool = True,
     ):
         """
         Args:
@@ -72,6 +74,8 @@ class XttsGPTModule(L.LightningModule):
             warmup_steps: linear warm-up optimizer steps before the schedule.
             min_lr_ratio: final LR of the cosine schedule as a fraction of lr.
             gradient_checkpointing: recompute GPT-2 activations in backward (less memory, ~30% slower).
+            validate_at_start: a new run validates its starting weights on every corpus before its first
+                step and logs that at step 0: the "before" of the report (stage two's quiz and interview).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -136,34 +140,57 @@ class XttsGPTModule(L.LightningModule):
             self.log(f"train/{name}", value, prog_bar=name != "loss", batch_size=batch.size)
         return losses["loss"]
 
+    def corpus_losses(self, batch: Batch) -> list[tuple[str, str, torch.Tensor, int]]:
+        """(corpus, name, value, clips) for every corpus in the batch; corpus "" is the whole batch."""
+        out, totals = [], {}
+        for corpus in sorted(set(batch.corpus)):
+            index = [i for i, c in enumerate(batch.corpus) if c == corpus]
+            for name, value in self.losses(batch.select(index)).items():
+                totals[name] = totals.get(name, 0.0) + value * len(index) / batch.size
+                if corpus:
+                    out.append((corpus, name, value, len(index)))
+        return out + [("", name, value, batch.size) for name, value in totals.items()]
+
     def validation_step(self, batch: Batch, batch_idx: int):
         """Losses over the batch and per corpus: the quiz voice must be kept while the interview is
         learned."""
-        size = batch.size
-        totals = {}
-        for corpus in sorted(set(batch.corpus)):
-            index = [i for i, c in enumerate(batch.corpus) if c == corpus]
-            losses = self.losses(batch.select(index))
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + value * len(index) / size
-                if corpus:
-                    self.log(
-                        f"val/{corpus}/{name}",
-                        value,
-                        batch_size=len(index),
-                        sync_dist=True,
-                        add_dataloader_idx=False,
-                    )
-        for name, value in totals.items():
-            self.log(
-                f"val/{name}",
-                value,
-                batch_size=size,
-                sync_dist=True,
-                prog_bar=name == "loss",
-                add_dataloader_idx=False,
-            )
-        return totals["loss"]
+        for corpus, name, value, clips in self.corpus_losses(batch):
+            tag = f"val/{corpus}/{name}" if corpus else f"val/{name}"
+            self.log(tag, value, batch_size=clips, sync_dist=True, add_dataloader_idx=False, prog_bar=tag == "val/loss")
+
+    def on_train_start(self) -> None:
+        """The starting point: validation of the weights a new run starts from, logged at step 0."""
+        trainer = self.trainer
+        if not self.hparams.validate_at_start or trainer.global_step > 0 or not trainer.loggers:
+            return
+        datamodule = trainer.datamodule
+        loader = datamodule.val_dataloader() if datamodule is not None else trainer.val_dataloaders
+        sums: dict[str, float] = {}
+        clips: dict[str, int] = {}
+        was_training = self.training
+        self.train(False)
+        with torch.no_grad():
+            for batch in loader or []:
+                for corpus, name, value, n in self.corpus_losses(trainer.strategy.batch_to_device(batch)):
+                    tag = f"val/{corpus}/{name}" if corpus else f"val/{name}"
+                    sums[tag] = sums.get(tag, 0.0) + float(value) * n
+                    clips[tag] = clips.get(tag, 0) + n
+        self.train(was_training)
+        if not sums:
+            return
+        metrics = {tag: total / clips[tag] for tag, total in sums.items()}
+        metrics["val/starting_point"] = 1.0  # tells the report that step 0 holds the starting weights
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=0)
+        corpora = ", ".join(
+            f"{t.split('/')[1]} {v:.3f}"
+            for t, v in sorted(metrics.items())
+            if t.count("/") == 2 and t.endswith("/loss")
+        )
+        say(
+            f"starting point (before the first step, logged at step 0): val/loss {metrics['val/loss']:.3f} ({corpora})",
+            warning=False,
+        )
 
     # --- optimizer --------------------------------------------------------------------------
 

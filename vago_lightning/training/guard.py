@@ -220,6 +220,8 @@ class DivergenceGuard(L.Callback):
             )
         self.events.append(message)
         say(message)
+        # A mark on the run's time axis (the report draws it).
+        log_event(trainer, f"guard/{decision}", float(self.policy.rollbacks if decision == "rollback" else 1))
 
     @staticmethod
     def _restore(trainer, pl_module, path: Path, optimizer: bool) -> None:
@@ -277,7 +279,7 @@ class WarningSigns(L.Callback):
         val = float(trainer.callback_metrics["val/loss"])
         step = trainer.global_step
         if val != val or val in (float("inf"), float("-inf")):
-            self._report(f"warning sign: val/loss is {val} at step {step}; stop and investigate")
+            self._report(f"warning sign: val/loss is {val} at step {step}; stop and investigate", trainer, "non_finite")
             return
         if val < self.best:
             self.best, self.best_step, self.since_best = val, step, 0
@@ -286,16 +288,28 @@ class WarningSigns(L.Callback):
             if self.since_best == self.plateau_validations:
                 self._report(
                     f"warning sign: val/loss has not improved for {self.since_best} validations "
-                    f"(best {self.best:.3f} at step {self.best_step}); the loss stops falling"
+                    f"(best {self.best:.3f} at step {self.best_step}); the loss stops falling",
+                    trainer,
+                    "plateau",
                 )
         if self.recent_train:
             train = statistics.mean(self.recent_train)
             if train > 0 and val > self.overfit_ratio * train:
                 self._report(
                     f"warning sign: val/loss {val:.3f} is {val / train:.1f}x the recent train loss "
-                    f"{train:.3f} at step {step} (overfitting); best.ckpt keeps the best model"
+                    f"{train:.3f} at step {step} (overfitting); best.ckpt keeps the best model",
+                    trainer,
+                    "overfit",
                 )
 
-    def _report(self, message: str) -> None:
+    def _report(self, message: str, trainer=None, kind: str = "") -> None:
         self.reported.append(message)
         say(message)
+        if trainer is not None:
+            log_event(trainer, f"warning_signs/{kind}", 1.0)
+
+
+def log_event(trainer, tag: str, value: float) -> None:
+    """An event as a scalar at the current step, in every logger (rank zero writes)."""
+    for logger in getattr(trainer, "loggers", None) or []:
+        logger.log_metrics({tag: value}, step=trainer.global_step)
