@@ -69,6 +69,7 @@ def test_the_demo_verb_runs_the_whole_chain_without_make_or_espeak_and_names_sui
         "samples/demo-combined/index.json",
         "exported/demo-combined/model.pth",
         "reports/demo/index.html",
+        "reports/demo-combined/index.html",
     ]
     for out in outputs:
         assert (tmp_path / out).is_file(), out
