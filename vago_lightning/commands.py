@@ -33,6 +33,9 @@ def tiny_base(
     gpt_heads: int = 4,
     dvae: Literal["tiny", "xtts"] = "tiny",
     seed: int = 0,
+    like_release: bool = False,
+    release_config: Path | None = None,
+    release_vocab: Path | None = None,
     overwrite: bool = False,
 ) -> None:
     """Write a random base model in the XTTS-v2 release layout (to try the pipeline; it speaks noise).
@@ -44,13 +47,27 @@ def tiny_base(
         gpt_heads: attention heads
         dvae: tiny (fast tests) or xtts (the release's DVAE architecture, 51.5 M params)
         seed: seed of the random weights
+        like_release: the release's architecture (30 x 1024 GPT, 441 M params; release DVAE) and file forms
+            (model.pth with a pickled config, speakers_xtts.pth); the layer flags are then ignored. 2.1 GB.
+        release_config: with like_release: the release's config.json, used as it is
+        release_vocab: with like_release: the release's vocab.json, used as it is
         overwrite: replace the files of an existing base
     """
     from .demo.tiny_base import TinyBaseSpec, write_tiny_base
 
-    spec = TinyBaseSpec(gpt_layers=gpt_layers, gpt_dim=gpt_dim, gpt_heads=gpt_heads, dvae=dvae, seed=seed)
+    spec = TinyBaseSpec(
+        gpt_layers=gpt_layers,
+        gpt_dim=gpt_dim,
+        gpt_heads=gpt_heads,
+        dvae=dvae,
+        seed=seed,
+        like_release=like_release,
+        config=release_config,
+        vocab=release_vocab,
+    )
     written = write_tiny_base(out, spec, overwrite=overwrite)
-    print(f"tiny base model written to {written} ({spec.gpt_layers} layers, dim {spec.gpt_dim}, dvae {spec.dvae})")
+    shape = "the release's architecture" if like_release else f"{spec.gpt_layers} layers, dim {spec.gpt_dim}"
+    print(f"base model written to {written} ({shape}, dvae {'xtts' if like_release else spec.dvae}; random weights)")
 
 
 def demo_data(out: Path, seed: int = 0, workers: int = 2, overwrite: bool = False) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import BaseModelError, OutputExistsError
 from ..files import publish_dir
-from ..model.base import base_fingerprint, check_base_dir, check_gpt_state, gpt_state_from_checkpoint
+from ..model.base import base_fingerprint, check_base_dir, check_gpt_state, gpt_state_from_checkpoint, load_model_pth
 
 COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
 SPEAKERS = "speakers_xtts.pth"
@@ -51,7 +51,7 @@ def export_checkpoint(
 
     check_same_base(ckpt, base_fingerprint(base), str(base), source=str(ckpt_path))
     trained, _ = gpt_state_from_checkpoint(ckpt_path)
-    state = dict(torch.load(base / "model.pth", map_location="cpu", weights_only=False)["model"])
+    state = dict(load_model_pth(base / "model.pth")[0])
     check_gpt_state({k[4:]: v for k, v in state.items() if k.startswith("gpt.")}, trained, ckpt_path)
     for key, value in trained.items():
         state[f"gpt.{key}"] = value.to(state[f"gpt.{key}"].dtype)

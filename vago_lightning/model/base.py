@@ -107,6 +107,51 @@ def same_base(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and all(a.get(k) == b.get(k) for k in keys)
 
 
+# ---------------------------------------------------------------------------------------------
+# model.pth in either of its two forms, read without running pickled code
+
+LEGACY_MODULE = "TTS.tts.models.xtts"  # where the release's pickle names XttsArgs and XttsAudioConfig
+LEGACY_CLASS_NAMES = ("XttsArgs", "XttsAudioConfig")
+
+
+def config_classes() -> dict[str, type]:
+    """The classes of the config object the release pickles into model.pth (its datasets hold one
+    BaseDatasetConfig; characters is null)."""
+    from TTS.config.shared_configs import BaseDatasetConfig
+    from TTS.tts.configs.xtts_config import XttsArgs, XttsAudioConfig, XttsConfig
+
+    return {
+        "XttsConfig": XttsConfig,
+        "XttsArgs": XttsArgs,
+        "XttsAudioConfig": XttsAudioConfig,
+        "BaseDatasetConfig": BaseDatasetConfig,
+    }
+
+
+def config_safe_globals() -> list:
+    """The weights_only allow-list: exactly the four config classes, two of them also under the old
+    module name the release's pickle uses (as coqui-tts's own `_legacy_safe_globals`)."""
+    classes = config_classes()
+    return [*classes.values(), *((classes[n], f"{LEGACY_MODULE}.{n}") for n in LEGACY_CLASS_NAMES)]
+
+
+def load_model_pth(path: str | Path, mmap: bool = False) -> tuple[dict, object]:
+    """(weights, config) of an XTTS model.pth in either form: the release's (a pickled XttsConfig
+    object, classes at their 2023 modules) or coqui-tts's rewrite (the config as a dict). Read with
+    `weights_only=True`: a file that pickles anything else is refused, not run."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(config_safe_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        first = str(err).split("\n")[0][:200]
+        raise BaseModelError(f"{path}: holds objects an XTTS model.pth does not ({first}); refused") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise BaseModelError(f"{path}: not an XTTS model.pth (no 'model' weights)")
+    return ckpt["model"], ckpt.get("config")
+
+
 def load_xtts_config(base_dir: str | Path):
     from TTS.tts.configs.xtts_config import XttsConfig
 
@@ -230,7 +275,11 @@ def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:
     path = Path(path)
     if not path.is_file():
         raise BaseModelError(f"{path}: checkpoint not found (init_from)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if path.suffix == ".ckpt":  # one of our own Lightning checkpoints (Lightning pickles its state)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    else:  # a downloaded model.pth or best_model.pth: weights and plain data only
+        state, config = load_model_pth(path, mmap=True)
+        ckpt = {"model": state, "config": config}
     if "state_dict" in ckpt:
         state, kind, prefix = ckpt["state_dict"], "lightning", "gpt."
     elif "model" in ckpt and any(k.startswith("xtts.gpt.") for k in ckpt["model"]):
