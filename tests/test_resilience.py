@@ -185,12 +185,15 @@ def test_a_checkpoint_that_fails_to_load_is_named_and_the_previous_one_used(tmp_
 
 
 def test_precision_auto():
-    assert resolve_precision("auto", cuda=False) == "32-true"
+    assert resolve_precision("auto", cuda=False, cpu_bf16=False) == "32-true"
+    assert resolve_precision("auto", cuda=False, cpu_bf16=True) == "bf16-mixed"  # AVX512-BF16 or AMX
     assert resolve_precision("auto", cuda=True, bf16=True) == "bf16-mixed"  # RTX 4070 (Ada)
     assert resolve_precision("auto", cuda=True, bf16=False) == "16-mixed"  # older cards: grad scaler
     assert resolve_precision("16-mixed", cuda=False) == "16-mixed"
     trainer = XttsTrainer(accelerator="cpu", precision="auto", logger=False, enable_progress_bar=False)
-    assert trainer.precision == "32-true"
+    from vago_lightning.training.preflight import cpu_has_native_bf16
+
+    assert trainer.precision == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
 
 
 def test_gpu_memory_estimate_and_advice():

@@ -262,6 +262,7 @@ def build_gpt(config, tokenizer):
             code_stride_len=a.gpt_code_stride_len,
         )
     make_picklable(gpt)
+    gpt.gpt.config.use_cache = False  # training never reuses past keys and values: no cache to build
     return gpt
 
 

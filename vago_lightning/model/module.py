@@ -53,6 +53,7 @@ class XttsGPTModule(L.LightningModule):
         min_lr_ratio: float = 0.1,
         gradient_checkpointing: bool = False,
         validate_at_start: bool = True,
+        fused_optimizer: bool = True,
     ):
         """
         Args:
@@ -76,6 +77,7 @@ class XttsGPTModule(L.LightningModule):
             gradient_checkpointing: recompute GPT-2 activations in backward (less memory, ~30% slower).
             validate_at_start: a new run validates its starting weights on every corpus before its first
                 step and logs that at step 0: the "before" of the report (stage two's quiz and interview).
+            fused_optimizer: AdamW's fused kernel (the same steps within 1e-6; not under 16-mixed).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -196,8 +198,11 @@ class XttsGPTModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        # AdamW's fused kernel (CPU and CUDA; measured 4x faster than the per-tensor loop on CPU), except
+        # under 16-mixed, whose grad scaler must unscale the gradients before the step sees them.
+        fused = hp.fused_optimizer and str(getattr(self._trainer, "precision", "32-true")) != "16-mixed"
         optimizer = torch.optim.AdamW(
-            weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
+            weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused
         )
         total = self.total_optimizer_steps() if hp.lr_schedule == "cosine" else 0
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -205,6 +210,18 @@ class XttsGPTModule(L.LightningModule):
             lambda step: lr_factor(step, hp.warmup_steps, hp.lr_schedule, int(total), hp.min_lr_ratio),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning refuses to clip for a fused optimizer under any mixed precision, for fear of a grad
+        scaler; bf16-mixed has none, so its gradients are the real ones and are clipped here directly."""
+        fused = getattr(optimizer, "defaults", {}).get("fused")
+        if gradient_clip_val and fused and str(self.trainer.precision) == "bf16-mixed":
+            if gradient_clip_algorithm in (None, "norm"):
+                torch.nn.utils.clip_grad_norm_(self.gpt.parameters(), gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(self.gpt.parameters(), gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def total_optimizer_steps(self) -> int:
         """The run's length for the cosine schedule. Taken from max_steps or from the data plan, not

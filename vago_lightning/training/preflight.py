@@ -14,14 +14,24 @@ from ..log import say
 GB = 1024**3
 
 
-def resolve_precision(requested: str | None, cuda: bool | None = None, bf16: bool | None = None) -> str:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX), where
+    bf16-mixed autocast pays (measured here: a full-size step 10.0 s in fp32, 5.8 s in bf16)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(
+    requested: str | None, cuda: bool | None = None, bf16: bool | None = None, cpu_bf16: bool | None = None
+) -> str:
     """`auto`: bf16-mixed on GPUs that support it (an RTX 4070 does), 16-mixed with a grad scaler on
-    older CUDA cards, 32-true on CPU. Anything else is passed through."""
+    older CUDA cards; on a CPU bf16-mixed where it has native bf16, else 32-true. Anything else is
+    passed through."""
     if requested not in (None, "auto"):
         return str(requested)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
-        return "32-true"
+        return "bf16-mixed" if (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "32-true"
     bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
     return "bf16-mixed" if bf16 else "16-mixed"
 
