@@ -17,6 +17,7 @@ CONFIG_SETS = {
     "finetune": ["finetune.yaml"],
     "demo": ["finetune.yaml", "configs/demo.yaml"],
     "demo-quiz": ["finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"],
+    "rtx4070-12gb": ["finetune.yaml", "configs/rtx4070-12gb.yaml"],
 }
 
 

@@ -142,9 +142,9 @@ def _write_tiny_files(out: Path, spec: TinyBaseSpec) -> None:
     config.temperature, config.repetition_penalty, config.gpt_cond_len, config.max_ref_len = 0.75, 5.0, 30, 30
     config.gpt_cond_chunk_len = 4
 
-    model = Xtts(config)
-    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
-    with quiet_transformers():
+    with quiet_transformers():  # Xtts() builds the GPT once, init_models() again
+        model = Xtts(config)
+        model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
         model.init_models()
     # Smooth, non-trivial statistics so that code which forgets to apply them gives other numbers.
     mel_stats = 2.0 + 0.5 * torch.cos(torch.linspace(0, 3.14159, 80))
@@ -191,9 +191,9 @@ def _write_release_shaped(out: Path, spec: TinyBaseSpec) -> None:
     config.model_args.gpt_number_text_tokens = tokenizer.get_number_tokens()
     if spec.config is None:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=4))
-    model = Xtts(config)
-    model.tokenizer = tokenizer
     with quiet_transformers():
+        model = Xtts(config)
+        model.tokenizer = tokenizer
         model.init_models()
     mel_stats = 2.0 + 0.5 * torch.cos(torch.linspace(0, 3.14159, 80))
     model.mel_stats.copy_(mel_stats)

@@ -6,6 +6,7 @@ import sys
 import time
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
 from ..constants import OUTPUT_RATE, SAMPLE_RATE
@@ -13,7 +14,8 @@ from ..log import say
 
 
 class Throughput(L.Callback):
-    """Logs `train/samples_per_sec` and `train/audio_sec_per_sec` over the last `window` batches."""
+    """Logs `train/samples_per_sec` and `train/audio_sec_per_sec` over the last `window` batches, and on
+    a GPU `train/gpu_peak_gb` (torch.cuda.max_memory_allocated)."""
 
     def __init__(self, window: int = 10):
         self.window = window
@@ -34,6 +36,9 @@ class Throughput(L.Callback):
             elapsed = time.perf_counter() - self._start
             pl_module.log("train/samples_per_sec", self._samples / elapsed, rank_zero_only=True)
             pl_module.log("train/audio_sec_per_sec", self._audio / elapsed, rank_zero_only=True)
+            if pl_module.device.type == "cuda":  # what the 12 GB card actually holds at its peak
+                peak = torch.cuda.max_memory_allocated(pl_module.device) / 1024**3
+                pl_module.log("train/gpu_peak_gb", peak, rank_zero_only=True)
             self._start, self._samples, self._audio, self._batches = None, 0, 0.0, 0
 
 

@@ -168,6 +168,24 @@ def check_gpu(
     raise PreflightError(f"{line}: it will not fit; try " + ", ".join(advice or ["a larger GPU"]))
 
 
+# The settings to choose from, cheapest first (configs/rtx4070-12gb.yaml is the third).
+PROFILES = [
+    ("fp32", "32-true", False),
+    ("bf16-mixed", "bf16-mixed", False),
+    ("bf16-mixed + gradient checkpointing (configs/rtx4070-12gb.yaml)", "bf16-mixed", True),
+]
+
+
+def profiles_that_fit(trainable: int, frozen: int, layers: int, dim: int, heads: int, batch: int, free: float) -> str:
+    """Which profile fits the card's free memory at the longest batch, with what margin."""
+    found = []
+    for name, precision, checkpointing in PROFILES:
+        estimate = estimate_gpu_memory(trainable, frozen, layers, dim, heads, batch, precision, checkpointing)
+        verdict = "fits" if estimate.total <= free else "does not fit"
+        found.append(f"{name} ~{estimate.total / GB:.1f} GB {verdict}")
+    return f"profiles on this card ({free / GB:.1f} GB free, batch {batch} of the longest clips): " + "; ".join(found)
+
+
 def preflight(trainer, module, datamodule) -> list[str]:
     """The checks made before anything is written: the disk for the checkpoints the run keeps, and on
     a GPU the memory a step needs. Raises PreflightError with what to change; returns what it found."""
@@ -193,6 +211,7 @@ def preflight(trainer, module, datamodule) -> list[str]:
             hp.gradient_checkpointing,
         )
         free, total = torch.cuda.mem_get_info(device)
+        lines.append(profiles_that_fit(trainable, frozen, len(gpt.gpt.h), gpt.model_dim, gpt.heads, batch, free))
         lines.append(check_gpu(estimate, free, total, str(trainer.precision), batch, hp.gradient_checkpointing))
     for line in lines:
         say(f"preflight: {line}", warning=False)
