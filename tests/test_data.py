@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 
@@ -167,6 +168,10 @@ class FakeShards(PlannedShardDataset):
         return [{"__key__": key} for key in self.shards[(corpus, shard)]]
 
 
+def _rank_plan(by_corpus, weights, rank, epoch, lanes):
+    return plan_epoch(expand_weights(by_corpus, weights, 0, epoch), 3, 2, 0, epoch, lanes, window_shards=8)[rank]
+
+
 @pytest.mark.parametrize("skip", [0, 7])
 def test_a_worker_holds_one_window_and_reads_each_shard_once_at_any_corpus_size(skip):
     """300 to 30,000 clips, two corpora weighted 2.0 and 0.5, 2 ranks x 2 workers: what a worker holds
@@ -182,9 +187,7 @@ def test_a_worker_holds_one_window_and_reads_each_shard_once_at_any_corpus_size(
         )
         seen, reads, peak = [], 0, 0
         for rank in (0, 1):
-            plan_fn = lambda e, lanes, rank=rank: plan_epoch(  # noqa: E731
-                expand_weights(by_corpus, weights, 0, e), 3, 2, 0, e, lanes, window_shards=8
-            )[rank]
+            plan_fn = functools.partial(_rank_plan, by_corpus, weights, rank)
             for worker in (0, 1):
                 data = FakeShards(by_corpus["quiz"] + by_corpus["interview"], plan_fn)
                 data.lanes, data.skip = 2, skip
