@@ -22,10 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 PHRASES = 40  # distinct recordings re-used under different keys
@@ -55,8 +56,34 @@ def write_corpora(root: Path, clips: int) -> dict[str, Path]:
     return corpora
 
 
-def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # kB on Linux
+def peak_mb(pid: int | str = "self") -> float | None:
+    """The peak RSS of a process (VmHWM, which starts afresh at exec; `ru_maxrss` would carry over the
+    RSS of the parent that forked it), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+class ChildPeaks(threading.Thread):
+    """Polls the peak RSS of this process's children (prepare's worker processes) while they live."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peaks: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self.done.wait(0.2):
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid == me and (peak := peak_mb(stat.parent.name)) is not None:
+                    self.peaks[int(stat.parent.name)] = max(peak, self.peaks.get(int(stat.parent.name), 0.0))
 
 
 # --- the phases, each in a fresh process --------------------------------------------------------
@@ -66,17 +93,21 @@ def phase_prepare(work: Path, workers: int) -> dict:
     from vago_lightning.data.prepare import PrepareSettings, prepare
 
     corpora = {"quiz": work / "corpora" / "quiz", "interview": work / "corpora" / "interview"}
+    children = ChildPeaks()
+    children.start()
     manifest, _ = prepare(corpora, work / "shards", PrepareSettings(), work / "base", workers=workers, progress=False)
+    children.done.set()
+    children.join()
     return {
         "main_mb": peak_mb(),
-        "worker_mb": peak_mb(resource.RUSAGE_CHILDREN),
+        "worker_mb": max(children.peaks.values(), default=0.0),
         "train": manifest.totals["train"],
         "val": manifest.totals["val"],
         "train_shards": sum(len(e.splits["train"].shards) for e in manifest.corpora.values()),
     }
 
 
-def _measured_dataset():
+if os.environ.get("BENCH_SCALE_PHASE") == "loader":  # here and in the spawned workers, which import this file
     from vago_lightning.data.datamodule import PlannedShardDataset
 
     class Measured(PlannedShardDataset):
@@ -93,21 +124,14 @@ def _measured_dataset():
                 yield batch
             info = get_worker_info()
             worker = info.id if info else 0
-            with open("/proc/self/status") as f:
-                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
             report = {
                 "worker": worker,
-                "peak_mb": hwm / 1024,
+                "peak_mb": peak_mb(),
                 "batches": batches,
                 "shard_reads": getattr(self, "shard_reads", None),
                 "peak_cached": getattr(self, "peak_cached", None),
             }
             Path(self.report_dir, f"worker-{worker}.json").write_text(json.dumps(report))
-
-    return Measured
-
-
-Measured = _measured_dataset() if __name__ in ("__main__", "__mp_main__") else None
 
 
 def phase_loader(work: Path, workers: int) -> dict:
@@ -138,6 +162,7 @@ def phase_loader(work: Path, workers: int) -> dict:
 def run_phase(phase: str, work: Path, workers: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--work", str(work), "--workers", str(workers)],
+        env=dict(os.environ, BENCH_SCALE_PHASE=phase),
         check=True,
         capture_output=True,
         text=True,
@@ -173,6 +198,7 @@ def main() -> None:
             write_corpora(work / "corpora", size)
         if not (work / "base").is_dir():
             write_tiny_base(work / "base", TinyBaseSpec())
+        shutil.rmtree(work / "shards", ignore_errors=True)  # else prepare finds them up to date
         prep = run_phase("prepare", work, args.workers)
         load = run_phase("loader", work, args.workers)
         assert load["clips"] == prep["train"], (load["clips"], prep["train"])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.server
 import json
+import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,10 @@ from vago_lightning.data.datamodule import PlannedShardDataset, ShardDataModule
 from vago_lightning.data.plan import expand_weights, plan_epoch
 from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
 from vago_lightning.errors import DataError
+from vago_lightning.training.cli import cli_main
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = ["finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"]
 
 
 def _samples(n, corpus="c", shard_size=None):
@@ -138,11 +146,58 @@ def test_unknown_corpus_and_language_mismatch_are_named(demo_shards, tiny_base):
 
 
 def test_shards_are_read_through_urls_too(demo_shards, tiny_base):
-    """webdataset opens the shards: a URL prefix (here file://) works as well as a path."""
+    """webdataset opens the shards: a URL prefix (file://) or a `pipe:` command works as well as a path."""
     dm = _datamodule(demo_shards, tiny_base, num_workers=0)
-    by_url = ShardDataModule(shards_dir=demo_shards.as_uri(), base_model=str(tiny_base), num_workers=0)
-    by_url.setup("fit")
-    assert [b.key for b in by_url.val_dataloader()] == [b.key for b in dm.val_dataloader()]
+    expected = [b.key for b in dm.val_dataloader()]
+    # A command with the path in the middle, as `pipe:aws s3 cp s3://bucket/data_shards/{} -` has it.
+    for prefix in (demo_shards.as_uri(), f"pipe:cat {demo_shards}", f"pipe:dd if={demo_shards}/{{}} status=none"):
+        by_url = ShardDataModule(shards_dir=prefix, base_model=str(tiny_base), num_workers=0)
+        by_url.setup("fit")
+        assert [b.key for b in by_url.val_dataloader()] == expected, prefix
+
+
+@contextlib.contextmanager
+def _serving(folder):
+    """`folder` over HTTP on a free local port (Python's http.server); yields (URL, paths requested)."""
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, format, *args):
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_trains_from_shards_on_a_web_server(tiny_base, demo_shards, tmp_path, monkeypatch):
+    """The manifest and the shards come from http://127.0.0.1:<port>/ (any object store behind a URL
+    works the same way), read by a DataLoader worker."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    with _serving(demo_shards) as (url, requested):
+        cli = cli_main(
+            [
+                "fit",
+                *[arg for name in CONFIGS for arg in ("--config", str(REPO / name))],
+                f"--model.base_model={tiny_base}",
+                f"--data.shards_dir={url}",
+                "--data.num_workers=1",
+                "--trainer.max_steps=3",
+                "--trainer.val_check_interval=3",
+            ]
+        )
+    assert cli.trainer.global_step == 3
+    assert "/manifest.json" in requested
+    assert any(p.startswith("/quiz/train-") for p in requested) and any(p.startswith("/quiz/val-") for p in requested)
 
 
 def test_corpus_weights_through_the_loader(demo_shards, tiny_base):
