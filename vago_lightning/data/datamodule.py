@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import DataError
+from ..log import say
 from ..model.batching import Collate
 from .audio import decode_flac
 from .manifest import check_codes_match, join, load_manifest
@@ -129,6 +130,12 @@ class EpochLoader(DataLoader):
         self.dataset.skip = resume["batches_done"] if resume else 0
         # The interrupted epoch keeps its plan even if the number of workers changed.
         self.dataset.lanes = resume.get("lanes", 1) if resume else self.lanes
+        if resume and resume.get("world_size", self.trainer.world_size) != self.trainer.world_size:
+            say(
+                f"resumed in the middle of epoch {epoch} on {self.trainer.world_size} devices, the checkpoint "
+                f"was saved on {resume['world_size']}: the rest of this epoch may repeat or miss some clips; "
+                "the next epochs see every clip once"
+            )
         self._resume = None
         return super().__iter__()
 
@@ -136,7 +143,12 @@ class EpochLoader(DataLoader):
         if self.trainer is None:
             return {}
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed, "lanes": self.dataset.lanes}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "batches_done": progress.processed,  # of this rank's batches in the epoch's plan
+            "lanes": self.dataset.lanes,
+            "world_size": self.trainer.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state:

@@ -231,16 +231,13 @@ def write_shards(directory: Path, split: str, records: Iterable[dict], shard_siz
     import webdataset as wds
 
     names: list[str] = []
-    sink = None
-    for i, record in enumerate(records):
-        if i % shard_size == 0:
-            if sink is not None:
-                sink.close()
-            names.append(f"{split}-{len(names):06d}.tar")
-            sink = wds.TarWriter(str(directory / names[-1]), mtime=0)
-        sink.write(_encode_sample(record))
-    if sink is not None:
-        sink.close()
+    with ExitStack() as open_shard:
+        for i, record in enumerate(records):
+            if i % shard_size == 0:
+                open_shard.close()
+                names.append(f"{split}-{len(names):06d}.tar")
+                sink = open_shard.enter_context(wds.TarWriter(str(directory / names[-1]), mtime=0))
+            sink.write(_encode_sample(record))
     return names
 
 
@@ -263,7 +260,7 @@ class _Spool:
     def __init__(self, folder: Path, embeddings: bool):
         folder.mkdir()
         self.folder = folder
-        self.clips = open(folder / "clips.bin", "w+b")  # noqa: SIM115 - closed by close()
+        self.clips = open(folder / "clips.bin", "w+b")  # noqa: SIM115 - closed on exit
         self.embeddings = open(folder / "embeddings.f32", "w+b") if embeddings else None  # noqa: SIM115
         self.ends = array("q", [0])  # clip i is bytes ends[i]:ends[i + 1]
 
@@ -277,6 +274,7 @@ class _Spool:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def add(self, record: dict, embedding: np.ndarray | None) -> None:
+        self.clips.seek(self.ends[-1])
         self.clips.write(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
         self.ends.append(self.clips.tell())
         if self.embeddings is not None:
