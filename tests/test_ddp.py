@@ -1,8 +1,10 @@
-"""Two processes on CPU (gloo): no hang, equal batch counts, every train sample once per epoch."""
+"""Two processes on CPU (gloo): no hang, equal batch counts, every train sample once per epoch as the
+corpus weights say."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
@@ -52,10 +54,15 @@ class RecordKeys(L.Callback):
 def test_two_process_ddp_sees_every_sample_once_per_epoch_and_the_guard_decides_together(
     tiny_base, demo_shards, tmp_path
 ):
+    """Two corpora of uneven size (80 and 226 train clips) under corpus weights, one DataLoader worker
+    per rank: equal batch counts, and each epoch's clips exactly as the weights say, none twice."""
     seen = tmp_path / "seen"
     seen.mkdir()
     model = OneRankSeesNaN(base_model=str(tiny_base), lr=1e-4)
-    data = ShardDataModule(shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"], num_workers=0)
+    weights = {"quiz": 2.0, "interview": 0.25}
+    data = ShardDataModule(
+        shards_dir=str(demo_shards), base_model=str(tiny_base), corpus_weights=weights, num_workers=1
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
@@ -65,21 +72,28 @@ def test_two_process_ddp_sees_every_sample_once_per_epoch_and_the_guard_decides_
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        val_check_interval=7,
+        limit_val_batches=2,
+        val_check_interval=20,
         check_val_every_n_epoch=None,
         callbacks=[RecordKeys(str(seen)), DivergenceGuard(), ReportGuard(str(seen))],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, data)
     manifest = json.loads((demo_shards / "manifest.json").read_text())
-    train_keys = {e["key"] for e in manifest["corpora"]["quiz"]["splits"]["train"]["index"]}
+    train = {n: {e["key"] for e in c["splits"]["train"]["index"]} for n, c in manifest["corpora"].items()}
+    assert (len(train["quiz"]), len(train["interview"])) == (80, 226)
+    subsets = []
     for epoch in (0, 1):
         lines = [(seen / f"rank{r}-epoch{epoch}.txt").read_text().splitlines() for r in (0, 1)]
-        # 80 quiz clips, 2 ranks, batch 3: 14 batches on each rank, no rank waits for the other
-        assert len(lines[0]) == len(lines[1]) == 14
-        ranks = [" ".join(rank_lines).split() for rank_lines in lines]
-        assert len(ranks[0]) + len(ranks[1]) == len(train_keys)
-        assert set(ranks[0]) | set(ranks[1]) == train_keys and not set(ranks[0]) & set(ranks[1])
+        # 2 x 80 quiz + 56 interview clips, 2 ranks, batch 3: 36 batches on each rank
+        assert len(lines[0]) == len(lines[1]) == 36
+        counts = Counter(" ".join(lines[0] + lines[1]).split())
+        assert {k: counts[k] for k in train["quiz"]} == dict.fromkeys(train["quiz"], 2)
+        interview = {k for k in counts if k in train["interview"]}
+        assert len(interview) == round(226 * 0.25) and all(counts[k] == 1 for k in interview)
+        assert set(counts) <= train["quiz"] | train["interview"]
+        subsets.append(interview)
+    assert subsets[0] != subsets[1]  # another random quarter each epoch
     # The guard's decision was taken by both ranks: both skipped, and the weights stayed identical.
     reports = [json.loads((seen / f"guard-rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0]["skipped"] == reports[1]["skipped"] == 1

@@ -290,7 +290,9 @@ def test_sigkill_mid_save_and_mid_step_then_resume_continues_exactly(tiny_base, 
         "--trainer.callbacks+=helpers.RecordKeys",
         f"--trainer.callbacks.out={keys_file}",
     ]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), RUN_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    # The children run this checkout's code (with its tests' helpers), whatever else is installed.
+    path = os.pathsep.join([str(REPO / "tests"), str(REPO)])
+    env = dict(os.environ, PYTHONPATH=path, RUN_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
     ckpts = tmp_path / "checkpoints" / "demo-quiz"
     logs = [open(tmp_path / f"run{i}.log", "w") for i in range(3)]  # noqa: SIM115 - the children write them
 

@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from math import gcd
 
@@ -217,16 +218,44 @@ def speaker_outliers(embeddings: list[np.ndarray | None]) -> tuple[list[float], 
     another speaker. The speaker's centroid is taken twice: over every clip, then again over the
     clips that passed, so that a second voice (an interviewer's 10-20% of the clips) does not pull
     the centroid towards itself. Silent clips (no embedding) get NaN and are not flagged."""
-    found = [e for e in embeddings if e is not None]
-    if len(found) < 3:
-        return [math.nan] * len(embeddings), math.nan
-    centroid = mean_embedding(found)
+    rows = np.full((len(embeddings), EMBEDDING_SIZE), np.nan, dtype=np.float32)
+    for row, e in zip(rows, embeddings):
+        if e is not None:
+            row[:] = e
+    similarities, threshold = speaker_outliers_in(lambda: [rows])
+    return similarities.tolist(), threshold
+
+
+def speaker_outliers_in(chunks: Callable[[], Iterable[np.ndarray]]) -> tuple[np.ndarray, float]:
+    """`speaker_outliers` of embeddings read in chunks of rows (a NaN row: a silent clip), read again
+    for every pass: it holds one chunk and one similarity per clip, whatever the corpus size."""
+
+    def centroid(keep: np.ndarray | None) -> np.ndarray | None:
+        total, count, at = np.zeros(EMBEDDING_SIZE), 0, 0
+        for chunk in chunks():
+            use = ~np.isnan(chunk[:, 0]) if keep is None else keep[at : at + len(chunk)]
+            total += chunk[use].sum(axis=0, dtype=np.float64)
+            count += int(use.sum())
+            at += len(chunk)
+        return total / np.linalg.norm(total) if count else None
+
+    def similarities(c: np.ndarray | None) -> np.ndarray:
+        parts = [
+            np.full(len(chunk), np.nan) if c is None else chunk @ c / np.linalg.norm(chunk, axis=1)
+            for chunk in chunks()
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    present = sum(int((~np.isnan(chunk[:, 0])).sum()) for chunk in chunks())
+    if present < 3:
+        return similarities(None), math.nan
+    c = centroid(None)
     for _ in range(2):
-        similarities = [cosine(e, centroid) for e in embeddings]
-        threshold = outlier_threshold(float(np.nanmedian(similarities)))
-        centroid = mean_embedding(e for e, s in zip(embeddings, similarities) if e is not None and s >= threshold)
-    similarities = [cosine(e, centroid) for e in embeddings]
-    return similarities, outlier_threshold(float(np.nanmedian(similarities)))
+        s = similarities(c)
+        with np.errstate(invalid="ignore"):
+            c = centroid(s >= outlier_threshold(float(np.nanmedian(s))))
+    s = similarities(c)
+    return s, outlier_threshold(float(np.nanmedian(s)))
 
 
 # ---------------------------------------------------------------------------------------------

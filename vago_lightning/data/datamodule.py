@@ -1,11 +1,12 @@
 """The LightningDataModule: WebDataset shards of several corpora, planned epoch by epoch.
 
 Every epoch is one pass over the train samples (each corpus repeated by its sampling weight). The
-plan is made from the manifest's index before any audio is read, identically on every rank:
-samples are shuffled, grouped by length in pools (bucketing cuts padding), cut into batches, and the
-batches dealt out so that every rank gets the same number and every sample is seen once. Each
-DataLoader worker then streams only the shards that hold its batches (local paths or any URL
-webdataset opens) and yields its batches in plan order.
+plan is made from the manifest's index before any audio is read, identically on every rank
+(`plan.py`): shards are shuffled and dealt out to the ranks' DataLoader workers, each worker mixes
+its clips a window of shards at a time, sorts them by length in pools (bucketing cuts padding) and
+cuts them into batches, so that every rank gets the same number of batches, every sample is seen
+once, and a worker reads each of its shards once and holds at most one window of clips. Shards are
+streamed (local paths or any URL webdataset opens: http://, pipe:...) and batches come in plan order.
 
 Validation is every corpus's val shards, in fixed corpus-homogeneous batches (so per-corpus losses
 are exact), the same every time; under DDP every rank runs all of it, so no rank waits for another.
@@ -15,8 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
-from dataclasses import asdict
+import sys
 from typing import Literal
 
 import lightning as L
@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import DataError
+from ..log import say
 from ..model.batching import Collate
 from .audio import decode_flac
 from .manifest import check_codes_match, join, load_manifest
@@ -36,14 +37,18 @@ class PlannedShardDataset(IterableDataset):
 
     def __init__(self, shards_dir: str, batches_fn, length: int, tokenizer, language: str, train: bool, seed: int):
         self.shards_dir = shards_dir
-        self.batches_fn = batches_fn  # epoch -> this rank's batches (lists of index entries)
+        self.batches_fn = batches_fn  # (epoch, lanes) -> this rank's batches (lists of index entries)
         self.length = length
         self.tokenizer = tokenizer
         self.language = language
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.lanes = 1  # the epoch's plan has one lane per DataLoader worker
         self.skip = 0  # batches of this epoch already trained before a resume
+        # What this process did in its last pass, for tests and benchmarks.
+        self.shard_reads = 0
+        self.peak_cached = 0  # clips held from shards already read, waiting for their batch
 
     def __len__(self) -> int:
         return self.length
@@ -61,39 +66,50 @@ class PlannedShardDataset(IterableDataset):
         return sample
 
     def __iter__(self):
-        import webdataset as wds
-
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine = self.batches_fn(self.epoch)[self.skip :][worker::workers]
-        uses = Counter((e["corpus"], e["key"]) for batch in mine for e in batch)  # >1 with corpus_weights
+        collate = Collate(train=self.train, seed=hash((self.seed, self.epoch, worker)) if self.train else 0)
+        for batch, raw in self.raw_batches(worker, workers):
+            yield collate([self._sample(r, e["corpus"]) for e, r in zip(batch, raw)])
+
+    def raw_batches(self, worker: int = 0, workers: int = 1):
+        """(entries, raw samples) of the batches of `worker`, in plan order. The DataLoader hands out
+        a rank's batches to its workers in turn, so worker w makes batches w, w + workers, ...: with
+        as many workers as the plan has lanes, those are one lane's, read a window at a time."""
+        mine = self.batches_fn(self.epoch, self.lanes)[self.skip :][worker::workers]
+        wanted = {_ident(e) for batch in mine for e in batch}
         read: set = set()
         cache: dict = {}
-        # A worker's batches are every `workers`-th one; DataLoader interleaves workers in turn,
-        # so the rank sees its batches in plan order.
-        collate = Collate(train=self.train, seed=hash((self.seed, self.epoch, worker)) if self.train else 0)
+        self.shard_reads, self.peak_cached = 0, 0
         for batch in mine:
-            # Each shard is streamed once per epoch, when a batch first needs it; a sample is kept
-            # only until its batch is made.
-            for corpus, shard in sorted({(e["corpus"], e["shard"]) for e in batch} - read):
-                read.add((corpus, shard))
-                for sample in wds.DataPipeline(
-                    wds.SimpleShardList([join(self.shards_dir, corpus, shard)]), wds.tarfile_to_samples()
-                ):
-                    if (corpus, sample["__key__"]) in uses:
-                        cache[(corpus, sample["__key__"])] = sample
-            missing = [e["key"] for e in batch if (e["corpus"], e["key"]) not in cache]
+            # A unit (a shard, or its repeat under a corpus weight) is read once, when a batch first
+            # needs it; its clips are kept only until their batch is made.
+            for corpus, shard, copy in sorted({(e["corpus"], e["shard"], e.get("copy", 0)) for e in batch} - read):
+                read.add((corpus, shard, copy))
+                self.shard_reads += 1
+                for sample in self.read_shard(corpus, shard):
+                    ident = (corpus, sample["__key__"], copy)
+                    if ident in wanted:
+                        cache[ident] = sample
+                        wanted.discard(ident)
+            self.peak_cached = max(self.peak_cached, len(cache))
+            missing = [e["key"] for e in batch if _ident(e) not in cache]
             if missing:
                 raise DataError(
                     f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
                     "shards; run prepare again"
                 )
-            yield collate([self._sample(self._take(cache, uses, (e["corpus"], e["key"])), e["corpus"]) for e in batch])
+            yield batch, [cache.pop(_ident(e)) for e in batch]
 
-    @staticmethod
-    def _take(cache: dict, uses: Counter, key: tuple) -> dict:
-        uses[key] -= 1
-        return cache.pop(key) if uses[key] == 0 else cache[key]
+    def read_shard(self, corpus: str, shard: str):
+        """The samples of one shard as webdataset groups them (a local path or any URL it opens)."""
+        import webdataset as wds
+
+        return wds.DataPipeline(wds.SimpleShardList([join(self.shards_dir, corpus, shard)]), wds.tarfile_to_samples())
+
+
+def _ident(entry: dict) -> tuple:
+    return entry["corpus"], entry["key"], entry.get("copy", 0)
 
 
 class EpochLoader(DataLoader):
@@ -104,24 +120,39 @@ class EpochLoader(DataLoader):
     def __init__(self, dataset: PlannedShardDataset, trainer=None, **kwargs):
         super().__init__(dataset, batch_size=None, **kwargs)
         self.trainer = trainer
-        self._skip, self._skip_epoch = 0, None
+        self.lanes = max(1, self.num_workers)
+        self._resume: dict | None = None
 
     def __iter__(self):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        resume = self._resume if self._resume and self._resume["epoch"] == epoch else None
         self.dataset.epoch = epoch
-        self.dataset.skip = self._skip if self._skip_epoch == epoch else 0
-        self._skip, self._skip_epoch = 0, None
+        self.dataset.skip = resume["batches_done"] if resume else 0
+        # The interrupted epoch keeps its plan even if the number of workers changed.
+        self.dataset.lanes = resume.get("lanes", 1) if resume else self.lanes
+        if resume and resume.get("world_size", self.trainer.world_size) != self.trainer.world_size:
+            say(
+                f"resumed in the middle of epoch {epoch} on {self.trainer.world_size} devices, the checkpoint "
+                f"was saved on {resume['world_size']}: the rest of this epoch may repeat or miss some clips; "
+                "the next epochs see every clip once"
+            )
+        self._resume = None
         return super().__iter__()
 
     def state_dict(self) -> dict:
         if self.trainer is None:
             return {}
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "batches_done": progress.processed,  # of this rank's batches in the epoch's plan
+            "lanes": self.dataset.lanes,
+            "world_size": self.trainer.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state:
-            self._skip, self._skip_epoch = state["batches_done"], state["epoch"]
+            self._resume = dict(state)
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -133,6 +164,7 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: int = 3,
         num_workers: int = 2,
         bucket_pool_batches: int = 16,
+        window_shards: int = 8,
         seed: int = 0,
         base_model: str = "models/tiny-xtts",
         language: str = "hu",
@@ -146,6 +178,8 @@ class ShardDataModule(L.LightningDataModule):
             batch_size: clips per batch on each device.
             num_workers: DataLoader worker processes per device for decoding.
             bucket_pool_batches: batches per length-sorting pool; 1 turns bucketing off.
+            window_shards: shards each DataLoader worker mixes at once: clips are shuffled and sorted
+                by length within a window, and a worker holds at most one window of clips in memory.
             seed: shuffling seed; each epoch's plan is derived from it and the epoch number.
             base_model: the model's base directory (linked from model.base_model): vocab and DVAE check.
             language: the model's language (linked from model.language).
@@ -173,13 +207,13 @@ class ShardDataModule(L.LightningDataModule):
         if manifest.language != hp.language:
             raise DataError(f"{where}: prepared for language {manifest.language!r}, model.language is {hp.language!r}")
         check_codes_match(manifest, names, base_fingerprint(check_base_dir(hp.base_model)), hp.base_model, where)
-        # Plain dicts: the plan travels to every DataLoader worker.
-        train = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "train")] for n in names}
+        # Plain dicts of what planning needs: the index travels to every DataLoader worker.
+        train = {n: _entries(manifest.samples(n, "train"), n) for n in names}
         if not any(train.values()):
             raise DataError(f"{where}: no train samples in corpora {names}")
         self.corpora = names
         self.train_samples = train
-        self.val_samples = {n: [dict(asdict(e), corpus=n) for e in manifest.samples(n, "val")] for n in names}
+        self.val_samples = {n: _entries(manifest.samples(n, "val"), n) for n in names}
         self.tokenizer = load_tokenizer(hp.base_model)  # last: it marks the module as set up
 
     # --- train ------------------------------------------------------------------------------
@@ -190,11 +224,11 @@ class ShardDataModule(L.LightningDataModule):
 
     def batches_per_epoch(self) -> int:
         """Train batches each rank gets per epoch (the same for every epoch)."""
-        return len(_RankPlan(self, self._world()[0])(0))
+        return len(_RankPlan(self, self._world()[0])(0, 1))
 
     def train_dataloader(self):
         plan_fn = _RankPlan(self, self._world()[0])
-        length = len(plan_fn(0))  # the same for every epoch (weights give fixed counts)
+        length = len(plan_fn(0, 1))  # the same for every epoch and layout (weights give fixed counts)
         dataset = PlannedShardDataset(
             self.hparams.shards_dir,
             plan_fn,
@@ -237,6 +271,11 @@ class ShardDataModule(L.LightningDataModule):
         return {"num_workers": count, "multiprocessing_context": context}
 
 
+def _entries(index: list, corpus: str) -> list[dict]:
+    # A few hundred bytes per clip: shard names are shared, categories are not needed.
+    return [{"key": e.key, "shard": sys.intern(e.shard), "duration": e.duration, "corpus": corpus} for e in index]
+
+
 # Picklable callables (DataLoader workers are separate processes).
 
 
@@ -247,16 +286,19 @@ class _RankPlan:
         self.batch_size = datamodule.hparams.batch_size
         self.seed = datamodule.hparams.seed
         self.pool = datamodule.hparams.bucket_pool_batches
+        self.window = datamodule.hparams.window_shards
         self.rank, self.world = rank, datamodule._world()[1]
 
-    def __call__(self, epoch: int):
+    def __call__(self, epoch: int, lanes: int):
         samples = expand_weights(self.samples, self.weights, self.seed, epoch)
-        return plan_epoch(samples, self.batch_size, self.world, self.seed, epoch, self.pool)[self.rank]
+        return plan_epoch(samples, self.batch_size, self.world, self.seed, epoch, lanes, self.window, self.pool)[
+            self.rank
+        ]
 
 
 class _Fixed:
     def __init__(self, batches):
         self.batches = batches
 
-    def __call__(self, epoch: int):
+    def __call__(self, epoch: int, lanes: int):
         return self.batches

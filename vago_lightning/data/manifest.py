@@ -113,7 +113,7 @@ def totals(entries: dict[str, CorpusEntry]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading: a local folder or any URL webdataset opens (http://, pipe:, s3 through pipe:)
+# Reading: a local folder or any URL webdataset opens (http(s)://, gs://, pipe:COMMAND)
 
 
 def is_url(location: str) -> bool:
@@ -121,7 +121,12 @@ def is_url(location: str) -> bool:
 
 
 def join(root: str, *parts: str) -> str:
-    return "/".join([str(root).rstrip("/"), *parts])
+    """A file of the shards folder `root`: the path is appended, or put in place of `{}` for commands
+    that take it in the middle (`pipe:aws s3 cp s3://bucket/data_shards/{} -`)."""
+    path = "/".join(parts)
+    if "{}" in str(root):
+        return str(root).replace("{}", path)
+    return "/".join([str(root).rstrip("/"), path])
 
 
 def read_text(location: str) -> str:

@@ -13,19 +13,26 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import random
 import shutil
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+import sys
+from array import array
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack, closing, nullcontext
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
 from ..errors import AudioError, DataError, UsageError
 from ..files import publish_dir, sha256_file, write_text_atomic
+from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
@@ -126,7 +133,8 @@ def _process(item: Item) -> dict:
 
 
 def _run_clips(
-    items: list[Item],
+    items: Iterable[Item],
+    total: int,
     base_dir: Path | None,
     limits: ClipLimits,
     settings: PrepareSettings,
@@ -134,28 +142,35 @@ def _run_clips(
     label: str,
     progress: bool,
     done_before: int = 0,
-) -> list[dict]:
-    """Decode, check and encode `items` in worker processes, in order. The progress bar counts every
-    clip of the corpus: `done_before` were settled already (rejected for their text)."""
-    from contextlib import nullcontext
-
+) -> Iterator[dict]:
+    """The result of each of `items`, in order: decoded, checked and encoded in worker processes, a
+    few clips per worker in flight at a time, so that results never pile up whatever the corpus
+    size. The progress bar counts every clip of the corpus (`total`): `done_before` were settled
+    already (rejected for their text)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     args = (str(base_dir) if base_dir else None, limits, settings)
     if workers <= 1:
         _init_worker(*args, threads=None)  # in this process: leave its thread count alone
-        pool, mapped = nullcontext(), map(_process, items)
+        pool = None
     else:
         pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args)
-        mapped = pool.map(_process, items, chunksize=4)
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with pool, Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(label, total=len(items) + done_before, completed=done_before)
-        results = []
-        for result in mapped:
-            results.append(result)
+    with pool or nullcontext(), Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(label, total=total, completed=done_before)
+        in_flight: deque = deque()
+        for item in items:
+            in_flight.append(pool.submit(_process, item) if pool else item)
+            if len(in_flight) >= 4 * max(1, workers):
+                yield _result(in_flight.popleft())
+                bar.advance(task)
+        while in_flight:
+            yield _result(in_flight.popleft())
             bar.advance(task)
-        return results
+
+
+def _result(job) -> dict:
+    return job.result() if isinstance(job, Future) else _process(job)
 
 
 def trim_silence(clip: Clip) -> Clip:
@@ -210,34 +225,84 @@ def _encode_sample(record: dict) -> dict:
     return sample
 
 
-def write_shards(directory: Path, split: str, records: list[dict], shard_size: int) -> list[str]:
-    """Write `records` in order into shards of `shard_size`; each record gets its shard's name."""
+def write_shards(directory: Path, split: str, records: Iterable[dict], shard_size: int) -> list[str]:
+    """Write `records` in order into shards of `shard_size` (the i-th record lands in shard
+    i // shard_size); returns the shard names."""
     import webdataset as wds
 
-    names = []
-    for start in range(0, len(records), shard_size):
-        name = f"{split}-{len(names):06d}.tar"
-        with wds.TarWriter(str(directory / name), mtime=0) as sink:
-            for record in records[start : start + shard_size]:
-                sink.write(_encode_sample(record))
-                record["shard"] = name
-        names.append(name)
+    names: list[str] = []
+    with ExitStack() as open_shard:
+        for i, record in enumerate(records):
+            if i % shard_size == 0:
+                open_shard.close()
+                names.append(f"{split}-{len(names):06d}.tar")
+                sink = open_shard.enter_context(wds.TarWriter(str(directory / names[-1]), mtime=0))
+            sink.write(_encode_sample(record))
     return names
 
 
-def _split(shards: list[str], records: list[dict]) -> Split:
+class _Kept(NamedTuple):
+    """What prepare holds per clip while a corpus is processed; the clip itself waits in the spool."""
+
+    key: str
+    category: str
+    duration: float
+    inputs: int
+    item: int  # its index in the corpus's items
+
+
+class _Spool:
+    """Processed clips on disk until the split is known: appended to one file and read back by
+    offset, so prepare holds one clip at a time whatever the corpus size. With `embeddings`, speaker
+    embeddings go to a second file (a NaN row for a clip without one), read back in chunks. The
+    folder is removed when the spool is closed."""
+
+    def __init__(self, folder: Path, embeddings: bool):
+        folder.mkdir()
+        self.folder = folder
+        self.clips = open(folder / "clips.bin", "w+b")  # noqa: SIM115 - closed on exit
+        self.embeddings = open(folder / "embeddings.f32", "w+b") if embeddings else None  # noqa: SIM115
+        self.ends = array("q", [0])  # clip i is bytes ends[i]:ends[i + 1]
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.clips.close()
+        if self.embeddings is not None:
+            self.embeddings.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def add(self, record: dict, embedding: np.ndarray | None) -> None:
+        self.clips.seek(self.ends[-1])
+        self.clips.write(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+        self.ends.append(self.clips.tell())
+        if self.embeddings is not None:
+            row = np.full(EMBEDDING_SIZE, np.nan, dtype=np.float32) if embedding is None else embedding
+            self.embeddings.write(np.asarray(row, dtype=np.float32).tobytes())
+
+    def __getitem__(self, i: int) -> dict:
+        self.clips.seek(self.ends[i])
+        return pickle.loads(self.clips.read(self.ends[i + 1] - self.ends[i]))  # written by add() above
+
+    def embedding_chunks(self, rows: int = 4096) -> Iterator[np.ndarray]:
+        self.embeddings.flush()
+        self.embeddings.seek(0)
+        while chunk := self.embeddings.read(rows * EMBEDDING_SIZE * 4):
+            yield np.frombuffer(chunk, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+
+
+def _split(shards: list[str], kept: list[_Kept], shard_size: int) -> Split:
     """A split's entry; its index is what the trainer plans epochs with before reading any audio."""
-    cats = Counter(r["category"] for r in records)
+    cats = Counter(k.category for k in kept)
     return Split(
         shards=shards,
-        samples=len(records),
-        inputs=sum(r["inputs"] for r in records),
-        seconds=round(sum(r["meta"]["duration"] for r in records), 3),
+        samples=len(kept),
+        inputs=sum(k.inputs for k in kept),
+        seconds=round(sum(k.duration for k in kept), 3),
         categories={c: cats.get(c, 0) for c in CATEGORIES},
-        category_seconds={
-            c: round(sum(r["meta"]["duration"] for r in records if r["category"] == c), 3) for c in CATEGORIES
-        },
-        index=[IndexEntry(r["key"], r["shard"], r["meta"]["duration"], r["category"]) for r in records],
+        category_seconds={c: round(sum(k.duration for k in kept if k.category == c), 3) for c in CATEGORIES},
+        index=[IndexEntry(k.key, shards[i // shard_size], k.duration, k.category) for i, k in enumerate(kept)],
     )
 
 
@@ -292,67 +357,22 @@ def prepare_corpus(
         return previous, False
 
     rejected = list(rejections)
-    accepted: list[tuple[Item, str, str]] = []
+    accepted = array("l")  # indices of the items whose text can be used
     seen: set[str] = set()
-    for item in items:
+    for index, item in enumerate(items):
         key = shard_key(f"{name}_{item.id}")
-        text = " ".join(item.text.split())
         if key in seen:
             problem = "duplicate_id", f"id {item.id!r} (key {key}) appears earlier in the corpus"
         else:
-            problem = text_problem(text, tokenizer, settings)
+            problem = text_problem(_clean(item.text), tokenizer, settings)
         seen.add(key)
         if problem:
             rejected += rejections_of(item, *problem)
-            continue
-        accepted.append((item, key, text))
+        else:
+            accepted.append(index)
+    del seen
 
     limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
-    results = _run_clips(
-        [a[0] for a in accepted], base_dir, limits, settings, workers, name, progress, len(items) - len(accepted)
-    )
-    records = []
-    items_of = {}
-    for (item, key, text), result in zip(accepted, results):
-        if "rejected" in result:
-            rejected += rejections_of(item, result["rejected"], result["detail"])
-            continue
-        cat = category(result["seconds"], text)
-        meta = {
-            "id": item.id,
-            "key": key,
-            "text": text,
-            "language": settings.language,
-            "speaker": item.speaker,
-            "corpus": name,
-            "category": cat,
-            "duration": round(result["seconds"], 4),
-            "source": str(item.audio),
-            "metadata": item.source,
-            "line": item.line,
-            "start": item.start,
-            "end": item.end,
-            "source_rate": result["source_rate"],
-            "source_channels": result["source_channels"],
-        }
-        if item.segments:
-            meta["segments"] = [number for number, _ in item.segments]
-        records.append(dict(result, key=key, category=cat, meta=meta, inputs=item.inputs))
-        items_of[key] = item
-
-    outliers, threshold = _speaker_check(records, settings) if settings.speaker_check else ([], None)
-    if settings.reject_other_speakers:
-        for o in outliers:
-            detail = f"similarity {o['similarity']:.3f} to the corpus's speaker < {threshold:.2f}"
-            rejected += rejections_of(items_of[o["key"]], "other_speaker", detail)
-        gone = {o["key"] for o in outliers}
-        records = [r for r in records if r["key"] not in gone]
-
-    held = stratified_split(records, settings.val_fraction, settings.seed, name)
-    train = [r for r in records if r["key"] not in held]
-    val = sorted((r for r in records if r["key"] in held), key=lambda r: r["key"])
-    random.Random(f"{settings.seed}/{name}/order").shuffle(train)  # mixed categories in every shard
-
     entry = CorpusEntry(
         corpus=name,
         input=str(root),
@@ -364,25 +384,108 @@ def prepare_corpus(
         codes=base is not None,
         sample_rate=SAMPLE_RATE,
         splits={},
-        rejected=dict(sorted(Counter(r.reason for r in rejected).items())),
-        rejected_total=len(rejected),
-        speaker_outliers=len(outliers),
-        speaker_threshold=None if threshold is None or threshold != threshold else round(threshold, 4),
+        rejected={},
+        rejected_total=0,
     )
-    with publish_dir(target) as tmp:
-        for split, rows in (("train", train), ("val", val)):
-            entry.splits[split] = _split(write_shards(tmp, split, rows, settings.shard_size), rows)
+    with publish_dir(target) as tmp, ExitStack() as stack:
+        # Each clip goes to the spool as soon as it is processed; only (key, category, duration) stay.
+        spool = stack.enter_context(_Spool(tmp / ".spool", embeddings=settings.speaker_check))
+        kept: list[_Kept] = []
+        results = closing(
+            _run_clips(
+                (items[i] for i in accepted),
+                len(items),
+                base_dir,
+                limits,
+                settings,
+                workers,
+                name,
+                progress,
+                len(items) - len(accepted),
+            )
+        )
+        for index, result in zip(accepted, stack.enter_context(results)):
+            item = items[index]
+            if "rejected" in result:
+                rejected += rejections_of(item, result["rejected"], result["detail"])
+                continue
+            key, text = shard_key(f"{name}_{item.id}"), _clean(item.text)
+            cat = category(result["seconds"], text)
+            meta = {
+                "id": item.id,
+                "key": key,
+                "text": text,
+                "language": settings.language,
+                "speaker": item.speaker,
+                "corpus": name,
+                "category": cat,
+                "duration": round(result["seconds"], 4),
+                "source": str(item.audio),
+                "metadata": item.source,
+                "line": item.line,
+                "start": item.start,
+                "end": item.end,
+                "source_rate": result["source_rate"],
+                "source_channels": result["source_channels"],
+            }
+            if item.segments:
+                meta["segments"] = [number for number, _ in item.segments]
+            record = {"key": key, "flac": result["flac"], "meta": meta}
+            if "codes" in result:
+                record["codes"] = result["codes"]
+            spool.add(record, result.get("embedding"))
+            kept.append(_Kept(key, sys.intern(cat), meta["duration"], item.inputs, index))
+
+        similarities, outliers, threshold = None, [], None
+        if settings.speaker_check:
+            similarities, outliers, threshold = _speaker_check(spool)
+        gone = set()
+        if settings.reject_other_speakers:
+            for o in outliers:
+                detail = f"similarity {o['similarity']:.3f} to the corpus's speaker < {threshold:.2f}"
+                rejected += rejections_of(items[kept[o["spooled"]].item], "other_speaker", detail)
+            gone = {o["spooled"] for o in outliers}
+
+        usable = [i for i in range(len(kept)) if i not in gone]  # positions in the spool
+        strata = [{"key": kept[i].key, "category": kept[i].category} for i in usable]
+        held = stratified_split(strata, settings.val_fraction, settings.seed, name)
+        train = [i for i in usable if kept[i].key not in held]
+        val = sorted((i for i in usable if kept[i].key in held), key=lambda i: kept[i].key)
+        random.Random(f"{settings.seed}/{name}/order").shuffle(train)  # mixed categories in every shard
+
+        for split, order in (("train", train), ("val", val)):
+            clips = (_final(spool[i], similarities, i) for i in order)
+            shards = write_shards(tmp, split, clips, settings.shard_size)
+            entry.splits[split] = _split(shards, [kept[i] for i in order], settings.shard_size)
+        stack.close()  # the spool and its folder go before the corpus folder is published
+        entry.rejected = dict(sorted(Counter(r.reason for r in rejected).items()))
+        entry.rejected_total = len(rejected)
+        entry.speaker_outliers = len(outliers)
+        entry.speaker_threshold = None if threshold is None or threshold != threshold else round(threshold, 4)
         with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
             for row in rejected:
                 f.write(json.dumps(dict(asdict(row), corpus=name), ensure_ascii=False) + "\n")
         with open(tmp / "speaker_outliers.jsonl", "w", encoding="utf-8") as f:
-            for row in outliers:
+            for o in outliers:
+                row = {k: v for k, v in o.items() if k != "spooled"}
                 f.write(
                     json.dumps(dict(row, corpus=name, rejected=settings.reject_other_speakers), ensure_ascii=False)
                     + "\n"
                 )
         (tmp / "corpus.json").write_text(entry.to_json(), encoding="utf-8")
     return entry, True
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _final(record: dict, similarities: np.ndarray | None, i: int) -> dict:
+    """A spooled clip as it goes into its final shard: with its similarity to the corpus's speaker."""
+    if similarities is not None:
+        similarity = float(similarities[i])
+        record["meta"]["speaker_similarity"] = None if similarity != similarity else round(similarity, 4)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,28 +544,28 @@ def prepare(
     return manifest, rebuilt
 
 
-def _speaker_check(records: list[dict], settings: PrepareSettings) -> tuple[list[dict], float]:
-    """Every clip's similarity to its corpus's speaker (in its metadata) and the clips far from it."""
+def _speaker_check(spool: _Spool) -> tuple[np.ndarray, list[dict], float]:
+    """Every clip's similarity to its corpus's speaker, the clips far from it (with their position
+    in the spool), and the threshold."""
     from .. import metrics
 
-    similarities, threshold = metrics.speaker_outliers([r.pop("embedding", None) for r in records])
+    similarities, threshold = metrics.speaker_outliers_in(spool.embedding_chunks)
     outliers = []
-    for record, similarity in zip(records, similarities):
-        record["meta"]["speaker_similarity"] = None if similarity != similarity else round(similarity, 4)
-        if similarity < threshold:
-            meta = record["meta"]
-            outliers.append(
-                {
-                    "key": record["key"],
-                    "id": meta["id"],
-                    "source": meta["source"],
-                    "metadata": meta["metadata"],
-                    "line": meta["line"],
-                    "similarity": round(similarity, 4),
-                    "threshold": round(threshold, 4),
-                }
-            )
-    return sorted(outliers, key=lambda o: o["similarity"]), threshold
+    for i in np.flatnonzero(similarities < threshold):
+        meta = spool[int(i)]["meta"]
+        outliers.append(
+            {
+                "key": meta["key"],
+                "id": meta["id"],
+                "source": meta["source"],
+                "metadata": meta["metadata"],
+                "line": meta["line"],
+                "similarity": round(float(similarities[i]), 4),
+                "threshold": round(threshold, 4),
+                "spooled": int(i),
+            }
+        )
+    return similarities, sorted(outliers, key=lambda o: o["similarity"]), threshold
 
 
 def _previous(path: Path) -> CorpusEntry | None:
