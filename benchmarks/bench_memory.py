@@ -6,7 +6,8 @@ The batch is the longest the data allows: 3 clips of 255,995 samples (11.6 s) wi
 each (precomputed DVAE codes, as prepare stores them). One full step: forward, backward, optimizer.
 Each row runs in a fresh process, so its peak is its own:
 
-- fp32: as coqui-tts trains (AdamW, fp32 weights and activations);
+- fp32: fp32 weights and activations, as coqui-tts trains (every row but adam8bit steps a fused AdamW, as
+  our training does);
 - bf16: bf16-mixed autocast (what `precision: auto` picks on a bf16 GPU such as an RTX 4070);
 - bf16+ckpt: the same with gradient checkpointing of the GPT-2 stack;
 - bf16+ckpt+adam8bit: the same with torchao's 8-bit AdamW (its moments in 8 bits);
@@ -112,7 +113,8 @@ def worker(row: str, base: Path, batch_size: int) -> dict:
 
         optimizer = AdamW8bit(params, lr=1e-5, betas=(0.9, 0.96), eps=1e-8)
     else:
-        optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.96), eps=1e-8)
+        # fused, as XttsGPTModule.configure_optimizers makes it (the per-tensor loop and foreach keep temporaries)
+        optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.96), eps=1e-8, fused=True)
     batch = longest_batch(module, batch_size, device)
     loaded = current_rss()
     if device == "cuda":
@@ -120,7 +122,8 @@ def worker(row: str, base: Path, batch_size: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         loaded_gpu = torch.cuda.memory_allocated()
     start = time.perf_counter()
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=row != "fp32"):
+    # as Lightning's bf16-mixed enters it: no cache of bf16 weight copies
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=row != "fp32", cache_enabled=False):
         loss = module.losses(batch)["loss"]
     loss.backward()
     optimizer.step()
