@@ -268,7 +268,10 @@ class ShardDataModule(L.LightningDataModule):
 
     def _workers(self, count: int) -> dict:
         context = self.hparams.multiprocessing_context if count > 0 else None
-        return {"num_workers": count, "multiprocessing_context": context}
+        # Pinned batches on a GPU, so that Lightning's non_blocking copies overlap the step.
+        trainer = self.trainer
+        pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return {"num_workers": count, "multiprocessing_context": context, "pin_memory": pin}
 
 
 def _entries(index: list, corpus: str) -> list[dict]:
