@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import pytest
 import torch
@@ -195,7 +197,10 @@ def test_init_from_mismatched_shapes_names_key_and_shapes(tiny_base, tmp_path):
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_base, demo_corpora):
     root, _ = demo_corpora
     plain = XttsGPTModule(base_model=str(tiny_base))
-    checkpointed = XttsGPTModule(base_model=str(tiny_base), gradient_checkpointing=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checkpointed = XttsGPTModule(base_model=str(tiny_base), gradient_checkpointing=True)
+    assert not [w for w in caught if "checkpointing_enable" in str(w.message)]  # no deprecation on every run
     batch = Collate(train=False)(corpus_samples(root / "quiz", plain.tokenizer, 2))
     for module in (plain, checkpointed):
         module.train(False)

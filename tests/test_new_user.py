@@ -130,6 +130,16 @@ def test_a_failed_start_leaves_no_stray_folders(tiny_base, run_dir):
     assert not (run_dir / "lightning_logs").exists() and not (run_dir / "checkpoints").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA GPU")
+def test_the_gpu_profile_on_a_machine_without_a_gpu_is_one_line(tiny_base, demo_shards, run_dir):
+    # Lightning's own answer was a traceback ending in "No supported gpu backend found!".
+    profile = str(Path(__file__).resolve().parent.parent / "configs" / "rtx4070-12gb.yaml")
+    args = [*_quiz_args(tiny_base, demo_shards), "--config", profile, "--trainer.max_steps=2"]
+    with pytest.raises(SystemExit, match="torch sees no CUDA GPU .*--trainer.accelerator cpu"):
+        cli_main(["fit", *args])
+    assert not (run_dir / "lightning_logs").exists() and not (run_dir / "checkpoints").exists()
+
+
 def test_no_base_model_says_where_the_release_comes_from(demo_shards, run_dir):
     with pytest.raises(SystemExit) as err:
         cli_main(["fit", *_quiz_args(run_dir / "models" / "xtts-v2", demo_shards)])

@@ -280,5 +280,10 @@ def enable_gradient_checkpointing(gpt) -> None:
     """HF gradient checkpointing on coqui's GPT-2 stack. It needs `wte`, which coqui deletes, so it
     is aliased to the mel embedding while enabling and removed again."""
     gpt.gpt.wte = gpt.mel_embedding
-    gpt.gpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5.23 renamed it (the old name warns on every run of the 12 GB profile).
+    enable = getattr(gpt.gpt, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        gpt.gpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     del gpt.gpt.wte

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from ..data.datamodule import ShardDataModule
-from ..errors import VagoError
+from ..errors import UsageError, VagoError
 from ..log import quiet_known_noise, say
 from ..model.module import XttsGPTModule
 from ..parsing import OneLineErrors
@@ -53,8 +54,16 @@ def _is_rank_zero_process() -> bool:
 class XttsTrainer(L.Trainer):
     def __init__(self, *args, precision: str | None = "auto", **kwargs):
         """A Lightning Trainer whose precision may be "auto": bf16-mixed on GPUs that support it
-        (an RTX 4070 does), 16-mixed with a grad scaler on older CUDA cards, 32-true on CPU."""
-        on_cpu = str(kwargs.get("accelerator", "auto")) == "cpu"
+        (an RTX 4070 does) and on CPUs with native bf16, 16-mixed with a grad scaler on older CUDA
+        cards, else 32-true."""
+        accelerator = str(kwargs.get("accelerator", "auto"))
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            # Lightning's own message is a traceback ending in "No supported gpu backend found!".
+            raise UsageError(
+                f"trainer.accelerator is {accelerator}, but torch sees no CUDA GPU (torch {torch.__version__}): "
+                "install torch's CUDA build (README, set-up) or train on the CPU with --trainer.accelerator cpu"
+            )
+        on_cpu = accelerator == "cpu"
         chosen = resolve_precision(precision, cuda=False if on_cpu else None)
         if precision in (None, "auto"):
             say(f"precision: auto -> {chosen}", warning=False)
