@@ -156,6 +156,14 @@ def test_shards_are_read_through_urls_too(demo_shards, tiny_base):
         assert [b.key for b in by_url.val_dataloader()] == expected, prefix
 
 
+def test_an_address_that_cannot_be_read_is_one_line(demo_shards, tiny_base):
+    # Found by hand: a mistyped address gave webdataset's OSError traceback with the whole Popen call.
+    for prefix, status in ((f"pipe:cat {demo_shards}-typo/{{}}", 1), ("http://127.0.0.1:9/data_shards/", 7)):
+        dm = ShardDataModule(shards_dir=prefix, base_model=str(tiny_base), num_workers=0)
+        with pytest.raises(DataError, match=f"manifest.json: could not be read .*status {status}.*--data.shards_dir"):
+            dm.setup("fit")
+
+
 @contextlib.contextmanager
 def _serving(folder):
     """`folder` over HTTP on a free local port (Python's http.server); yields (URL, paths requested)."""

@@ -11,6 +11,7 @@ before reading any audio.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -133,8 +134,16 @@ def read_text(location: str) -> str:
     if is_url(location):
         import webdataset as wds
 
-        with wds.gopen(location) as stream:
-            return stream.read().decode("utf-8")
+        try:
+            with wds.gopen(location) as stream:
+                return stream.read().decode("utf-8")
+        except OSError as err:  # webdataset's message is the whole Popen call; keep what tells why
+            status = re.search(r"exit (-?\d+)", str(err))
+            why = f"its reader exited with status {status.group(1)}" if status else str(err)
+            raise DataError(
+                f"{location}: could not be read ({why}); check --data.shards_dir (a folder, an http(s):// or "
+                f"gs:// address, or pipe:COMMAND) and that prepare's output folder was copied there whole"
+            ) from None
     path = Path(location)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `python -m vago_lightning prepare ... --out {path.parent}` first")
