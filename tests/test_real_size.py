@@ -23,10 +23,15 @@ needs_release_files = pytest.mark.skipif(
 )
 
 
+HAVE_RELEASE_FILES = (RELEASE / "config.json").is_file()
+
+
 @pytest.fixture(scope="module")
 def release_base(tmp_path_factory):
-    spec = TinyBaseSpec(like_release=True, config=RELEASE / "config.json", vocab=RELEASE / "vocab.json")
-    return write_tiny_base(tmp_path_factory.mktemp("release") / "xtts-v2", spec)
+    # The release's own config.json and vocab.json where they are beside the clone; else the release's
+    # architecture as tiny-base knows it, with the demo's vocabulary (a smaller text embedding).
+    files = dict(config=RELEASE / "config.json", vocab=RELEASE / "vocab.json") if HAVE_RELEASE_FILES else {}
+    return write_tiny_base(tmp_path_factory.mktemp("release") / "xtts-v2", TinyBaseSpec(like_release=True, **files))
 
 
 @needs_release_files
@@ -40,7 +45,6 @@ def test_the_real_vocab_encodes_the_demo_hungarian_without_unk():
     assert all(1 not in sentence for sentence in ids) and max(map(len, ids)) < 200
 
 
-@needs_release_files
 @pytest.mark.slow
 def test_a_release_shaped_base_loads_trains_a_step_and_exports_for_coqui(release_base, demo_corpora, tmp_path):
     # model.pth in the release's form: the pickled config refuses a plain weights_only load, as the real
@@ -49,7 +53,11 @@ def test_a_release_shaped_base_loads_trains_a_step_and_exports_for_coqui(release
         torch.load(release_base / "model.pth", weights_only=True)
     state, config = load_model_pth(release_base / "model.pth", mmap=True)
     assert type(config).__name__ == "XttsConfig" and config.model_args.gpt_layers == 30
-    assert sum(v.numel() for k, v in state.items() if k.startswith("gpt.")) == pytest.approx(441.0e6, rel=1e-3)
+    gpt_params = sum(v.numel() for k, v in state.items() if k.startswith("gpt."))
+    if HAVE_RELEASE_FILES:
+        assert gpt_params == pytest.approx(441.0e6, rel=1e-3)
+    else:
+        assert 420e6 < gpt_params < 441.0e6  # the release's 30 x 1024 stack, a smaller vocabulary
     del state
 
     module = XttsGPTModule(base_model=str(release_base), lr=1e-5)  # GPT weights loaded strictly
