@@ -8,6 +8,24 @@ import lightning as L
 import soundfile as sf
 import torch
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def configs(*names: str) -> list[str]:
+    """`--config REPO/NAME` for each of the repository's YAML files `names`."""
+    return [arg for name in names for arg in ("--config", str(REPO / name))]
+
+
+def quiz_fit_args(tiny_base, shards, *extra: str) -> list[str]:
+    """The CLI arguments of the demo's stage one (the quiz corpus) on a test's base and shards."""
+    return [
+        *configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={shards}",
+        "--data.num_workers=0",
+        *extra,
+    ]
+
 
 def corpus_samples(corpus_dir: Path, tokenizer, limit: int, corpus: str | None = None, language: str = "hu"):
     """The first `limit` clips of a coqui-format corpus as samples (text ids, wav, corpus, key)."""

@@ -17,12 +17,10 @@ from vago_lightning.__main__ import main
 from vago_lightning.data.prepare import PrepareSettings, prepare
 from vago_lightning.training.cli import cli_main
 
+from helpers import quiz_fit_args as _quiz_args
+
 REPO = Path(__file__).resolve().parent.parent
 SR = 22050
-
-
-def _configs(*names):
-    return [arg for name in names for arg in ("--config", str(REPO / name))]
 
 
 @pytest.fixture
@@ -30,16 +28,6 @@ def run_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
     return tmp_path
-
-
-def _quiz_args(tiny_base, shards, *extra):
-    return [
-        *_configs("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"),
-        f"--model.base_model={tiny_base}",
-        f"--data.shards_dir={shards}",
-        "--data.num_workers=0",
-        *extra,
-    ]
 
 
 def _scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:

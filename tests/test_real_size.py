@@ -15,7 +15,7 @@ from vago_lightning.model.base import load_model_pth
 from vago_lightning.model.batching import Collate
 from vago_lightning.model.module import XttsGPTModule
 
-from helpers import corpus_samples
+from helpers import corpus_samples, quiz_fit_args
 
 RELEASE = Path(__file__).resolve().parent.parent.parent / "shared" / "xtts-release"
 needs_release_files = pytest.mark.skipif(
@@ -96,20 +96,8 @@ def test_the_predicted_checkpoint_sizes_match_the_files(tiny_base, demo_shards, 
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
-    repo = Path(__file__).resolve().parent.parent
-    configs = [
-        a for n in ("finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml") for a in ("--config", str(repo / n))
-    ]
     cli = cli_main(
-        [
-            "fit",
-            *configs,
-            f"--model.base_model={tiny_base}",
-            f"--data.shards_dir={demo_shards}",
-            "--data.num_workers=0",
-            "--trainer.max_steps=4",
-            "--trainer.val_check_interval=4",
-        ]
+        ["fit", *quiz_fit_args(tiny_base, demo_shards, "--trainer.max_steps=4", "--trainer.val_check_interval=4")]
     )
     sizes = CheckpointSizes.of(cli.model)
     folder = tmp_path / "checkpoints" / "demo-quiz"

@@ -36,6 +36,7 @@ from vago_lightning.training.preflight import (
     resolve_precision,
 )
 
+from helpers import configs as _configs
 from helpers import corpus_samples
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,10 +248,6 @@ def test_disk_preflight(tmp_path, monkeypatch):
     message = str(err.value)
     assert "checkpoints/run" in message and "1.0 GB free" in message and "save_top_k" in message
     assert "GB needed" in check_disk(tmp_path, need=12_000_000, what=["best", "last"])
-
-
-def _configs(*names):
-    return [arg for name in names for arg in ("--config", str(REPO / name))]
 
 
 def test_fresh_moves_the_old_run_aside(tiny_base, demo_shards, tmp_path, monkeypatch):

@@ -88,7 +88,7 @@ def write_tiny_base(out: str | Path, spec: TinyBaseSpec | None = None, overwrite
 
 
 # The architecture of the public XTTS-v2.0.3 release (its config.json; the values that differ from
-# coqui's XttsConfig defaults, read off /work/shared/xtts-release/config.json).
+# coqui's XttsConfig defaults, read off the release's config.json, kept in ../shared/xtts-release/).
 RELEASE_MODEL_ARGS = dict(
     gpt_layers=30,
     gpt_n_model_channels=1024,
