@@ -24,53 +24,6 @@ from vago_lightning.training.callbacks import SampleAudio
 from helpers import corpus_samples
 
 
-@pytest.fixture(scope="module")
-def trained_ckpt(tiny_base, demo_corpora, tmp_path_factory):
-    """A real tiny run: a few steps on demo speech, saved by the Trainer."""
-    root, _ = demo_corpora
-    tmp = tmp_path_factory.mktemp("run")
-    L.seed_everything(0)
-    module = XttsGPTModule(base_model=str(tiny_base), lr=3e-4)
-    loader = DataLoader(
-        corpus_samples(root / "quiz", module.tokenizer, 9),
-        batch_size=3,
-        collate_fn=Collate(train=True, seed=0),
-    )
-    trainer = L.Trainer(
-        max_steps=6,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp,
-    )
-    trainer.fit(module, loader)
-    trainer.save_checkpoint(tmp / "best.ckpt")
-    return tmp / "best.ckpt"
-
-
-@pytest.fixture(scope="module")
-def exported(trained_ckpt, demo_corpora, tmp_path_factory):
-    root, _ = demo_corpora
-    out = tmp_path_factory.mktemp("exported") / "run"
-    assert (
-        main(
-            [
-                "export",
-                "--ckpt",
-                str(trained_ckpt),
-                "--out",
-                str(out),
-                "--speaker",
-                f"demo_host={root / 'quiz' / 'wavs' / 'quiz_0001.wav'}",
-            ]
-        )
-        == 0
-    )
-    return out
-
-
 def test_export_writes_the_release_layout_with_the_trained_gpt(exported, trained_ckpt, tiny_base):
     assert sorted(p.name for p in exported.iterdir()) == sorted(RELEASE_FILES + ("speakers_xtts.pth",))
     base_size = (tiny_base / "model.pth").stat().st_size

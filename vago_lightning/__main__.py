@@ -12,6 +12,7 @@ Tools (`<verb> --help` shows every flag; `--config FILE.yaml` gives them from a 
   generate    speech from an exported model: one wav per sentence and temperature, and an index
   compare     the same sentences from several models on one self-contained HTML page
   report      did stage two keep the quiz voice and learn the interview? curves, table, verdict
+  serve       an OpenAI-compatible speech server and a page for an exported voice (streamed, queued)
   demo        the whole chain on the embedded default, in the current folder (what `make demo` runs)
 """
 

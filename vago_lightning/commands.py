@@ -279,7 +279,60 @@ def demo() -> None:
     export, samples, compare; each stage skipped when its output is there (run it again to go on)."""
     from .demo.pipeline import run_demo
 
-    run_demo()
+    run_demo(VERBS)
+
+
+def serve(
+    model: Path,
+    host: str = "127.0.0.1",
+    port: int = 8020,
+    device: str = "auto",
+    api_key: str | None = None,
+    voice: dict[str, list[Path]] | None = None,
+    language: str = "hu",
+    max_queue: int = 8,
+    workers: int = 1,
+    cors: list[str] | None = None,
+    stream_chunk_size: int = 20,
+    max_new_tokens: int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve a voice: OpenAI's POST /v1/audio/speech (streamed), GET /v1/audio/voices, /v1/models,
+    /health, and a page at / to try it. Any folder in the XTTS-v2 release layout (an export, or the
+    release itself); never two generations at once on one model.
+
+    Args:
+        model: the model folder, e.g. exported/combined
+        host: address to listen on; anything but this machine (127.0.0.1, ::1) needs an API key
+        port: port to listen on
+        device: auto (a GPU when there is one), cpu, cuda or cuda:N
+        api_key: clients must send Authorization: Bearer KEY (default: $VAGO_API_KEY; none on 127.0.0.1)
+        voice: NAME=WAV: a voice from reference recordings (latents computed once, at start)
+        language: the language of the texts (a request may give another in its language field)
+        max_queue: requests that may wait for the model; past it the answer is 503 with Retry-After
+        workers: model replicas behind the port (one per GPU, or a few on a big CPU)
+        cors: allow browser pages from these origins (e.g. https://example.org); none by default
+        stream_chunk_size: audio tokens per streamed chunk (20 = ~0.93 s; fewer: earlier first audio, more work)
+        max_new_tokens: cap on audio tokens per sentence (1 = ~46 ms); default: in proportion to the text
+        log_level: uvicorn's log level (info logs every request)
+    """
+    from .serve.run import check_settings, run_server
+
+    settings = check_settings(
+        Path(model),
+        host,
+        port,
+        device,
+        api_key,
+        voice or {},
+        language,
+        max_queue,
+        workers,
+        list(cors or []),
+        stream_chunk_size,
+        max_new_tokens,
+    )
+    run_server(settings, host, port, workers, log_level)
 
 
 VERBS = {
@@ -291,6 +344,7 @@ VERBS = {
     "compare": compare,
     "report": report,
     "demo": demo,
+    "serve": serve,
 }
 
 
@@ -355,6 +409,7 @@ PAIR_EXAMPLES = {
     "corpus": "NAME=DIRECTORY, e.g. --corpus quiz=corpora/demo/quiz",
     "model": "NAME=DIRECTORY, e.g. --model combined=exported/combined",
     "speaker": "NAME=WAV, e.g. --speaker vago=ref.wav",
+    "voice": "NAME=WAV, e.g. --voice host=ref.wav",
 }
 
 

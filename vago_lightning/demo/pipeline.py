@@ -3,13 +3,14 @@
 tiny base -> demo corpora -> prepare -> stage one (quiz) -> stage two (both corpora) -> export both
 -> samples -> compare -> report. Each stage is skipped when its output is there and newer than
 what it was made from, so the command can be run again after an interruption; one line per stage.
-It runs in this process with the same functions the other verbs call, so no `make` is needed.
+It runs in this process with the same functions the other verbs call, so no `make` is needed; the
+verbs are handed in by `commands.demo` (this module does not import `commands`, which imports it).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,63 +72,66 @@ def _training(name: str, run: str, *configs: str) -> Stage:
     return Stage(name, Path("checkpoints") / run / "best.ckpt", lambda: _fit(*configs), finished=_finished(run))
 
 
-def _export(name: str, run: str) -> Stage:
-    from .. import commands
-
+def _export(verbs: Mapping[str, Callable], name: str, run: str) -> Stage:
     best = Path("checkpoints") / run / "best.ckpt"
     out = Path("exported") / run
 
     def go() -> None:
-        commands.export(best, out, speaker={"demo_host": [REFERENCE]}, overwrite=True)
+        verbs["export"](best, out, speaker={"demo_host": [REFERENCE]}, overwrite=True)
 
     return Stage(name, out / "model.pth", go, after=(best,))
 
 
-def stages() -> list[Stage]:
-    from .. import commands
-
+def stages(verbs: Mapping[str, Callable]) -> list[Stage]:
+    """The demo's stages; `verbs` are the tool verbs by name (`commands.VERBS`)."""
     corpora = {"quiz": CORPORA / "quiz", "interview": CORPORA / "interview"}
     quiz, combined = (Path("exported") / run for run in STAGES.values())
     return [
-        Stage("tiny base model", TINY / "model.pth", lambda: commands.tiny_base(TINY, overwrite=True)),
+        Stage("tiny base model", TINY / "model.pth", lambda: verbs["tiny-base"](TINY, overwrite=True)),
         Stage(
             "demo corpora",
             corpora["interview"] / "metadata.csv",
-            lambda: commands.demo_data(CORPORA, overwrite=True),
+            lambda: verbs["demo-data"](CORPORA, overwrite=True),
         ),
         Stage(
             "prepare",
             SHARDS / "manifest.json",
-            lambda: commands.prepare(corpora, SHARDS, base_model=TINY, quiet=True),
+            lambda: verbs["prepare"](corpora, SHARDS, base_model=TINY, quiet=True),
             after=(TINY / "model.pth", corpora["interview"] / "metadata.csv"),
         ),
         _training("stage one: the quiz corpus (the Milliomos run)", "demo-quiz", "configs/demo-quiz.yaml"),
         _training("stage two: both corpora (the combined run)", "demo-combined"),
-        _export("export stage one", "demo-quiz"),
-        _export("export stage two", "demo-combined"),
+        _export(verbs, "export stage one", "demo-quiz"),
+        _export(verbs, "export stage two", "demo-combined"),
         Stage(
             "samples of stage two",
             Path("samples/demo-combined/index.json"),
-            lambda: commands.generate(combined, [REFERENCE], Path("samples/demo-combined")),
+            lambda: verbs["generate"](combined, [REFERENCE], Path("samples/demo-combined")),
             after=(combined / "model.pth",),
         ),
         Stage(
             "compare the two stages",
             Path("reports/demo/report.json"),
-            lambda: commands.compare({"milliomos": quiz, "combined": combined}, [REFERENCE], Path("reports/demo")),
+            lambda: verbs["compare"]({"milliomos": quiz, "combined": combined}, [REFERENCE], Path("reports/demo")),
             after=(quiz / "model.pth", combined / "model.pth"),
         ),
         Stage(
             "report: did stage two keep the quiz voice and learn the interview?",
             Path("reports/demo-combined/report.json"),
-            lambda: commands.report("demo-combined", Path("reports/demo-combined"), baseline="demo-quiz"),
+            lambda: verbs["report"]("demo-combined", Path("reports/demo-combined"), baseline="demo-quiz"),
             after=(Path("checkpoints/demo-combined/best.ckpt"),),
         ),
     ]
 
 
-def run_demo(say: Callable[[str], None] = print) -> None:
-    plan = stages()
+SERVE_HINT = (
+    "serve the voice: python -m vago_lightning serve --model exported/demo-combined "
+    "(then open http://127.0.0.1:8020/ or POST /v1/audio/speech with voice demo_host)"
+)
+
+
+def run_demo(verbs: Mapping[str, Callable], say: Callable[[str], None] = print) -> None:
+    plan = stages(verbs)
     for number, stage in enumerate(plan, start=1):
         head = f"[{number}/{len(plan)}] {stage.name}"
         if stage.done():
@@ -137,3 +141,4 @@ def run_demo(say: Callable[[str], None] = print) -> None:
         start = time.perf_counter()
         stage.run()
         say(f"{head}: done in {time.perf_counter() - start:.0f} s ({stage.output})")
+    say(SERVE_HINT)

@@ -54,12 +54,15 @@ def load_xtts(model_dir: str | Path, device: str = "cpu"):
     """An exported model (or any XTTS-v2 release directory), loaded by coqui-tts strictly."""
     from TTS.tts.models.xtts import Xtts
 
-    from ..model.base import check_base_dir, load_xtts_config, quiet_transformers
+    from ..model.base import check_base_dir, load_model_pth, load_xtts_config, quiet_transformers
 
     model_dir = check_base_dir(model_dir, kind="exported model")
     config = load_xtts_config(model_dir)
     with quiet_transformers():
         model = Xtts(config)
+        # coqui's own reader rewrites the release's model.pth (pickled config) in place; ours reads
+        # both forms with weights_only and leaves every file as it was.
+        model._load_checkpoint = lambda path: load_model_pth(path)[0]
         model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, strict=True)
     return model.to(device)
 
