@@ -52,7 +52,10 @@ class Job:
         self.stop.set()
 
     def _emit(self, item) -> None:
-        self.loop.call_soon_threadsafe(self.chunks.put_nowait, item)
+        try:
+            self.loop.call_soon_threadsafe(self.chunks.put_nowait, item)
+        except RuntimeError:  # the server is shutting down: nobody waits for this job any more
+            self.stop.set()
 
 
 class GenerationQueue:

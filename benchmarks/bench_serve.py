@@ -1,0 +1,160 @@
+"""Benchmark of `serve` under load: time to first audio, real-time factor, requests per second and
+p50/p95 latency at several concurrencies, and the server's memory after 20 and after 200 requests.
+
+    python benchmarks/bench_serve.py --model exported/demo-combined [--voice demo_host]
+        [--concurrency 1 4 8] [--requests 8] [--max_new_tokens 60] [--memory 20 200]
+    python benchmarks/bench_serve.py --release_shaped     # a `tiny-base --like_release` folder (2.1 GB)
+
+The server is `python -m vago_lightning serve` in its own process on a free loopback port, as a user
+starts it; every request streams PCM (the first audio is the first byte of the body). Texts are the
+default Hungarian sentences of `generate`. A random model never says stop, so each sentence runs to
+its cap (`--max_new_tokens`): the real-time factor is the generation time over the audio it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from vago_lightning.constants import OUTPUT_RATE
+from vago_lightning.inference.synthesis import DEFAULT_SENTENCES
+
+TEXTS = [s.text for s in DEFAULT_SENTENCES]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model: Path, flags: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vago_lightning", "serve", "--model", str(model), "--port", str(port), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    while True:
+        if process.poll() is not None:
+            sys.exit(f"the server exited ({process.returncode}); run it by hand to see why")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                print(f"server ready in {time.perf_counter() - started:.1f} s")
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+def one(url: str, voice: str, text: str) -> dict:
+    body = {"model": "tts-1", "input": text, "voice": voice, "response_format": "pcm"}
+    start = time.perf_counter()
+    first, size = None, 0
+    with httpx.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=3600) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            if chunk and first is None:
+                first = time.perf_counter() - start
+            size += len(chunk)
+    seconds = time.perf_counter() - start
+    audio = size / 2 / OUTPUT_RATE
+    return {"ttfa": first or seconds, "latency": seconds, "audio": audio}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+
+def load(url: str, voice: str, concurrency: int, requests: int) -> dict:
+    texts = [TEXTS[i % len(TEXTS)] for i in range(requests)]
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda t: one(url, voice, t), texts))
+    wall = time.perf_counter() - start
+    latencies = [r["latency"] for r in results]
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "ttfa_p50": statistics.median(r["ttfa"] for r in results),
+        "rtf": wall / sum(r["audio"] for r in results),  # wall time per second of audio served
+        "rps": requests / wall,
+        "p50": percentile(latencies, 0.5),
+        "p95": percentile(latencies, 0.95),
+    }
+
+
+def rss_mb(url: str) -> float:
+    return httpx.get(f"{url}/health", timeout=10).json()["rss_mb"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="a model folder in the release layout")
+    parser.add_argument("--release_shaped", action="store_true", help="write and serve a like_release base")
+    parser.add_argument("--voice", default="demo_host")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--requests", type=int, default=8, help="requests per concurrency (at least the concurrency)")
+    parser.add_argument("--max_new_tokens", type=int, default=60, help="audio tokens per sentence (60 = 2.8 s)")
+    parser.add_argument("--memory", type=int, nargs="*", default=[20, 200], help="RSS after this many requests")
+    parser.add_argument("--memory_tokens", type=int, default=8, help="audio tokens per memory request")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if args.release_shaped:
+            from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
+
+            model = write_tiny_base(Path(tmp) / "release-shaped", TinyBaseSpec(like_release=True))
+        if model is None:
+            parser.error("give --model DIR or --release_shaped")
+        cpu = platform.processor() or platform.machine()
+        print(f"machine: {os.cpu_count()} CPU cores ({cpu}), torch threads default; model {model}")
+        process, url = start(model, ["--max_new_tokens", str(args.max_new_tokens), "--max_queue", "64"])
+        try:
+            one(url, args.voice, TEXTS[0])  # warm-up
+            print("| concurrency | requests | first audio (p50) | RTF | requests/s | p50 latency | p95 latency |")
+            print("|---|---|---|---|---|---|---|")
+            for c in args.concurrency:
+                r = load(url, args.voice, c, max(args.requests, c))
+                print(
+                    f"| {c} | {r['requests']} | {r['ttfa_p50']:.2f} s | {r['rtf']:.2f} | {r['rps']:.3f} | "
+                    f"{r['p50']:.2f} s | {r['p95']:.2f} s |"
+                )
+        finally:
+            process.terminate()
+            process.wait()
+        if args.memory:
+            # Memory: short answers, many of them; what matters is what stays behind per request.
+            process, url = start(model, ["--max_new_tokens", str(args.memory_tokens)])
+            try:
+                done, marks = 0, {}
+                print(f"RSS after start: {rss_mb(url):.0f} MB")
+                for mark in sorted(args.memory):
+                    while done < mark:
+                        one(url, args.voice, TEXTS[done % len(TEXTS)])
+                        done += 1
+                    marks[mark] = rss_mb(url)
+                    print(f"RSS after {mark} requests: {marks[mark]:.0f} MB")
+                first, last = marks[min(marks)], marks[max(marks)]
+                print(f"growth from {min(marks)} to {max(marks)} requests: {100 * (last - first) / first:+.1f}%")
+            finally:
+                process.terminate()
+                process.wait()
+
+
+if __name__ == "__main__":
+    main()
