@@ -63,6 +63,11 @@ def test_the_demo_verb_runs_the_whole_chain_without_make_or_espeak_and_names_sui
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in lines if line.endswith("...")] == [f"[{i}/10" for i in range(1, 11)]
+    assert (
+        run.stdout.strip()
+        .splitlines()[-1]
+        .startswith("serve the voice: python -m vago_lightning serve --model exported/demo-combined")
+    )
     outputs = [
         "models/tiny-xtts/model.pth",
         "checkpoints/demo-combined/best.ckpt",
