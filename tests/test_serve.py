@@ -115,7 +115,9 @@ def server(exported, reference, tmp_path_factory):
 def keyed_server(exported, tmp_path_factory):
     """A server that needs a key and lets one request wait."""
     folder = tmp_path_factory.mktemp("serve-key")
-    served = Served(exported, folder, "--max_queue", "1", *FAST, env={"VAGO_API_KEY": KEY})
+    served = Served(
+        exported, folder, "--max_queue", "1", "--cors", "https://ok.example", *FAST, env={"VAGO_API_KEY": KEY}
+    )
     yield served
     served.stop()
 
@@ -260,6 +262,17 @@ def test_the_key_is_required_and_the_queue_is_bounded(keyed_server):
         assert third.json()["error"]["code"] == "queue_full"
     second.join(timeout=120)
     assert waiting["r"].status_code == 200 and len(waiting["r"].content) > 0
+
+
+def test_browsers_of_other_sites_only_where_cors_allows(server, keyed_server):
+    def allowed(served, origin: str):
+        preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        response = httpx.options(f"{served.url}/v1/audio/speech", headers=preflight)
+        return response.headers.get("access-control-allow-origin")
+
+    assert allowed(server, "https://ok.example") is None  # CORS is off by default
+    assert allowed(keyed_server, "https://ok.example") == "https://ok.example"
+    assert allowed(keyed_server, "https://evil.example") is None
 
 
 def test_an_open_bind_without_a_key_is_refused(exported, tmp_path):
