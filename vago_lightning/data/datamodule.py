@@ -271,7 +271,19 @@ class ShardDataModule(L.LightningDataModule):
         # Pinned batches on a GPU, so that Lightning's non_blocking copies overlap the step.
         trainer = self.trainer
         pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return {"num_workers": count, "multiprocessing_context": context, "pin_memory": pin}
+        init = _leave_stop_signals_to_the_trainer if count > 0 else None
+        return {"num_workers": count, "multiprocessing_context": context, "pin_memory": pin, "worker_init_fn": init}
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A console sends Ctrl-C (Ctrl-Break) to every process of the program, a scheduler may send SIGTERM
+    to all of them: a DataLoader worker that died of it would end the run before its save. The main
+    process stops the run; a worker ends with it (PyTorch's workers watch their parent)."""
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _entries(index: list, corpus: str) -> list[dict]:

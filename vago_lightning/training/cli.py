@@ -38,6 +38,7 @@ from .checkpoints import (
 )
 from .guard import DivergenceGuard, WarningSigns
 from .preflight import preflight, resolve_precision
+from .stopping import RunStopped
 
 quiet_known_noise()
 
@@ -221,6 +222,11 @@ def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
     except RunComplete as done:
         say(str(done), warning=False)
         return None
+    except RunStopped as stopped:  # Ctrl-C, SIGTERM, or a stop the run asked for, after its save
+        if stopped.code == 1:
+            raise SystemExit(f"error: {stopped}") from None
+        say(str(stopped))
+        raise SystemExit(stopped.code) from None
     except VagoError as err:
         # Bad input is one line that names the file or key and what to do, not a traceback.
         raise SystemExit(f"error: {err}") from None
