@@ -5,15 +5,16 @@ goes on; the rerun goes on exactly."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_resilience import _wait_for
 
 from vago_lightning import files
 from vago_lightning.training import checkpoints
@@ -57,17 +58,6 @@ def _steps(keys_file: Path) -> list[int]:
     return [int(line.split()[0]) for line in keys_file.read_text().splitlines()] if keys_file.is_file() else []
 
 
-def _wait(predicate, proc, seconds=240) -> bool:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    return False
-
-
 def _latest_keys(keys_file: Path) -> dict[int, list[str]]:
     """The surviving record of each step (a resumed run writes the steps after its checkpoint)."""
     latest = {}
@@ -87,18 +77,18 @@ def test_ctrl_c_and_sigterm_save_the_step_reached_and_the_rerun_goes_on_exactly(
 
     # 1. Ctrl-C in the console: SIGINT to every process of the program, DataLoader worker included.
     proc = _start(cmd, tmp_path / "run", tmp_path / "run1.log")
-    assert _wait(lambda: len(_steps(keys)) >= 3, proc), (tmp_path / "run1.log").read_text()
+    assert _wait_for(lambda: len(_steps(keys)) >= 3, proc), (tmp_path / "run1.log").read_text()
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     first = (tmp_path / "run1.log").read_text()
     stop1 = _steps(keys)[-1]
     assert torch.load(ckpt, weights_only=False)["global_step"] == stop1
-    assert f"stopped by Ctrl-C at step {stop1}; {Path('checkpoints/demo-quiz/last.ckpt')} holds that step" in first
+    assert f"stopped by Ctrl-C at step {stop1}; {ckpt} holds that step. Run the same command to go on" in first
     assert "Traceback" not in first
 
     # 2. Resumed, then SIGTERM from a scheduler (to the main process alone).
     proc = _start(cmd, tmp_path / "run", tmp_path / "run2.log")
-    assert _wait(lambda: _steps(keys)[-1] >= 14, proc), (tmp_path / "run2.log").read_text()
+    assert _wait_for(lambda: _steps(keys)[-1] >= 14, proc), (tmp_path / "run2.log").read_text()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     second = (tmp_path / "run2.log").read_text()
@@ -122,9 +112,9 @@ def test_a_second_ctrl_c_exits_at_once(tiny_base, demo_shards, tmp_path):
     ckpts = tmp_path / "checkpoints" / "demo-quiz"
     # Saves wait a second before their rename: the second Ctrl-C comes while the stop's save is written.
     proc = _start(_fit_cmd(tiny_base, demo_shards, keys, script="slow_disk_train.py"), tmp_path, tmp_path / "run.log")
-    assert _wait(lambda: len(_steps(keys)) >= 2, proc), (tmp_path / "run.log").read_text()
+    assert _wait_for(lambda: len(_steps(keys)) >= 2, proc), (tmp_path / "run.log").read_text()
     os.killpg(proc.pid, signal.SIGINT)
-    assert _wait(lambda: list(ckpts.glob(".last.ckpt.tmp-*")), proc), (tmp_path / "run.log").read_text()
+    assert _wait_for(lambda: list(ckpts.glob(".last.ckpt.tmp-*")), proc), (tmp_path / "run.log").read_text()
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     assert "Ctrl-C again: exiting at once" in (tmp_path / "run.log").read_text()
@@ -170,3 +160,258 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_the_rerun_r
     cli = cli_main(args)
     assert "resuming run 'demo-quiz' from" in caplog.text and cli.trainer.global_step == 8
     assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 8
+
+
+# --- shards that rotted, were cut short, or come over a connection that drops ---------------------
+
+
+def _copy_shards(demo_shards, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(demo_shards, tmp_path / "data_shards"))
+
+
+def _datamodule(shards, tiny_base, **kwargs):
+    from vago_lightning.data.datamodule import ShardDataModule
+
+    dm = ShardDataModule(shards_dir=str(shards), base_model=str(tiny_base), num_workers=0, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def _rot_clip(shard: Path, key: str) -> None:
+    """Overwrite the audio of `key` in `shard` with garbage of the same length (the shard keeps its size)."""
+    import tarfile
+
+    data = bytearray(shard.read_bytes())
+    with tarfile.open(shard) as tar:
+        member = tar.getmember(f"{key}.flac")
+    data[member.offset_data : member.offset_data + member.size] = os.urandom(member.size)
+    shard.write_bytes(bytes(data))
+
+
+def test_a_cut_or_altered_shard_is_named_before_training(demo_shards, tiny_base, tmp_path):
+    from test_data import _serving
+
+    from vago_lightning.errors import DataError
+
+    shards = _copy_shards(demo_shards, tmp_path)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["version"] == 4
+    files_ = manifest["corpora"]["quiz"]["files"]
+    assert files_["train-000001.tar"]["size"] == (shards / "quiz" / "train-000001.tar").stat().st_size
+    _datamodule(shards, tiny_base, verify=True)  # whole shards pass both checks
+
+    shard = shards / "quiz" / "train-000001.tar"
+    key = json.loads((shards / "quiz" / "corpus.json").read_text())["splits"]["train"]["index"][70]["key"]
+    assert json.loads((shards / "quiz" / "corpus.json").read_text())["splits"]["train"]["index"][70]["shard"] == (
+        "train-000001.tar"
+    )
+    _rot_clip(shard, key)
+    _datamodule(shards, tiny_base)  # the same size: found by the hash alone
+    with pytest.raises(DataError, match=r"quiz/train-000001.tar: its SHA-256 differs .* prepare --corpus quiz="):
+        _datamodule(shards, tiny_base, verify=True)
+
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a copy that did not finish
+    with pytest.raises(DataError, match=r"quiz/train-000001.tar: \d+ bytes, but prepare wrote \d+: the shard was cut"):
+        _datamodule(shards, tiny_base)
+    with _serving(shards) as (url, _), pytest.raises(DataError, match="quiz/train-000001.tar: .* bytes, but prepare"):
+        _datamodule(url, tiny_base)  # the size the server's Content-Length gives
+
+    # A manifest of the previous version loads; the pre-flight says that sizes are not recorded.
+    manifest["version"] = 3
+    for entry in manifest["corpora"].values():
+        del entry["files"]
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    from vago_lightning.data.integrity import check_shards
+    from vago_lightning.data.manifest import load_manifest
+
+    line = check_shards(load_manifest(str(shards)), str(shards), ["quiz"])
+    assert "shard sizes are not recorded" in line and "run prepare again" in line
+
+
+def _first_batches(shards, tiny_base, n):
+    from vago_lightning.data.datamodule import _RankPlan
+
+    dm = _datamodule(shards, tiny_base, corpora=["quiz"])
+    return _RankPlan(dm, 0)(0, 1)[:n]
+
+
+def test_a_clip_that_cannot_be_decoded_is_skipped_listed_and_counted_and_too_many_stop_the_run(
+    tiny_base, demo_shards, tmp_path, monkeypatch, caplog
+):
+    shards = _copy_shards(demo_shards, tmp_path)
+    first, second = _first_batches(shards, tiny_base, 2)
+    _rot_clip(shards / "quiz" / first[0]["shard"], first[0]["key"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    args = ["fit", *quiz_fit_args(tiny_base, shards), "--trainer.max_steps=3", "--trainer.val_check_interval=3"]
+
+    cli = cli_main(args)  # default limit: 1% of 80 clips, at least 1
+    assert cli.trainer.global_step == 3
+    listed = [json.loads(line) for line in (tmp_path / "lightning_logs" / "demo-quiz" / "skipped.jsonl").open()]
+    assert [(r["shard"], r["key"]) for r in listed] == [(f"quiz/{first[0]['shard']}", first[0]["key"])]
+    assert "Error" in listed[0]["error"] and listed[0]["step"] == 1
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped clip")]
+    assert len(said) == 1 and f"of shard quiz/{first[0]['shard']}: it cannot be decoded" in said[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "demo-quiz")).Reload()
+    assert [e.value for e in events.Scalars("data/skipped_clips")] == [1.0]
+
+    # A second bad clip is over the limit: the run saves the step it reached and stops with one line.
+    _rot_clip(shards / "quiz" / second[0]["shard"], second[0]["key"])
+    args = [*args, "--fresh=true", "--trainer.max_steps=6"]
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(args)
+    message = str(stopped.value.code)
+    assert message.startswith("error: 2 clips could not be decoded, more than data.max_bad_clips (1), in quiz/")
+    assert "\n" not in message and "python -m vago_lightning prepare --corpus quiz=" in message
+    assert f"--out {shards}" in message and "holds step 2" in message
+    assert torch.load(tmp_path / "checkpoints" / "demo-quiz" / "last.ckpt", weights_only=False)["global_step"] == 2
+    # The rerun knows both clips: it does not train on into them but stops again at once, saying why.
+    args = [a for a in args if a != "--fresh=true"]
+    with pytest.raises(SystemExit) as again:
+        cli_main(args)
+    assert "2 clips could not be decoded" in str(again.value.code) and "holds step 3" in str(again.value.code)
+    # Raising the limit lets the run go on past them.
+    assert cli_main([*args, "--data.max_bad_clips=2"]).trainer.global_step == 6
+
+
+def _dropping_server(folder: Path, drops: int):
+    """`folder` over HTTP on loopback; the first `drops` requests for a train shard send half the shard
+    and close the connection (a server restarting, a network that fails)."""
+    import contextlib
+    import http.server
+    import socket
+    import threading
+
+    dropped = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, format, *args):
+            pass
+
+        def do_GET(self):
+            path = folder / self.path.lstrip("/")
+            if "/train-" in self.path and len(dropped) < drops:
+                dropped.append(self.path)
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            super().do_GET()
+
+    @contextlib.contextmanager
+    def serving():
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/", dropped
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    return serving()
+
+
+def test_a_dropped_connection_is_read_again_and_the_run_trains_the_same_batches(
+    tiny_base, demo_shards, tmp_path, monkeypatch, caplog
+):
+    from vago_lightning.data import datamodule
+
+    monkeypatch.setattr(datamodule, "RETRY_BACKOFF", 0.05)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    trained = {}
+    for name in ("local", "http"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        keys = tmp_path / name / "keys.txt"
+        with _dropping_server(demo_shards, drops=1) as (url, dropped):
+            where = url if name == "http" else str(demo_shards)
+            extra = ["--trainer.max_steps=3", "--trainer.val_check_interval=3"]
+            extra += ["--trainer.callbacks+=helpers.RecordKeys", f"--trainer.callbacks.out={keys}"]
+            cli_main(["fit", *quiz_fit_args(tiny_base, where), *extra])
+        trained[name] = keys.read_text()
+    assert dropped and trained["http"] == trained["local"]
+    assert f"{dropped[0].lstrip('/')}: reading it failed" in caplog.text and "trying again (1 of 4)" in caplog.text
+
+    # A connection that keeps failing ends in one line after a few tries.
+    from vago_lightning.errors import DataError
+
+    with _dropping_server(demo_shards, drops=100) as (url, dropped):
+        dm = _datamodule(url, tiny_base, corpora=["quiz"])
+        with pytest.raises(DataError, match=r"train-\d+.tar: reading it failed 5 times .*run the same command"):
+            next(iter(dm.train_dataloader()))
+    assert len(dropped) == 5
+
+
+# --- prepare ----------------------------------------------------------------------------------
+
+
+def _small_corpus(demo_corpora, tmp_path, clips: int) -> Path:
+    import shutil
+
+    root, _ = demo_corpora
+    corpus = tmp_path / "small"
+    (corpus / "wavs").mkdir(parents=True)
+    lines = (root / "quiz" / "metadata.csv").read_text(encoding="utf-8").splitlines()[: clips + 1]
+    for line in lines[1:]:
+        shutil.copy(root / "quiz" / line.split("|")[0], corpus / line.split("|")[0])
+    (corpus / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return corpus
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_prepare_on_a_full_disk_keeps_the_earlier_output_and_rewrites_a_damaged_shard(
+    demo_corpora, tmp_path, monkeypatch
+):
+    from vago_lightning.data.prepare import PrepareSettings, prepare
+    from vago_lightning.errors import DataError
+
+    corpus, out = _small_corpus(demo_corpora, tmp_path, 12), tmp_path / "data_shards"
+    settings = PrepareSettings(shard_size=4, val_fraction=0.2)
+    prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    before = _tree(out)
+
+    # The input changes, and the rebuild finds the disk full half-way through a shard.
+    metadata = corpus / "metadata.csv"
+    metadata.write_text("".join(metadata.read_text(encoding="utf-8").splitlines(True)[:-1]), encoding="utf-8")
+    write = files._write
+
+    def full_disk(f, data):
+        if Path(f.name).name == "train-000001.tar":
+            write(f, bytes(memoryview(data)[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(f, data)
+
+    monkeypatch.setattr(files, "_write", full_disk)
+    with pytest.raises(DataError) as full:
+        prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    message = str(full.value)
+    assert message.startswith(f"{out}: the disk is full (") and "GB free" in message and "needs more than" in message
+    assert _tree(out) == before and not list(out.glob(".tmp-*"))
+    monkeypatch.undo()
+    _, rebuilt = prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    assert rebuilt == {"quiz": True}
+
+    # A shard cut short after prepare is written again by the same command; a whole one is kept.
+    _, rebuilt = prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    assert rebuilt == {"quiz": False}
+    shard = out / "quiz" / "train-000000.tar"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:1000])
+    _, rebuilt = prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    assert rebuilt == {"quiz": True} and shard.read_bytes() == whole

@@ -22,7 +22,9 @@ def publish_dir(final: Path):
     tmp.chmod(0o755)
     try:
         yield tmp
-    except Exception:
+    except Exception as err:
+        if is_disk_full(err):  # how far it got: the caller says how much space that was
+            err.partial_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
 from ..errors import AudioError, DataError, UsageError
-from ..files import publish_dir, sha256_file, write_text_atomic
+from ..files import Sink, free_bytes, human_bytes, is_disk_full, publish_dir, sha256_file, write_text_atomic
 from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
@@ -225,20 +225,31 @@ def _encode_sample(record: dict) -> dict:
     return sample
 
 
-def write_shards(directory: Path, split: str, records: Iterable[dict], shard_size: int) -> list[str]:
+def write_shards(
+    directory: Path, split: str, records: Iterable[dict], shard_size: int, files: dict | None = None
+) -> list[str]:
     """Write `records` in order into shards of `shard_size` (the i-th record lands in shard
-    i // shard_size); returns the shard names."""
+    i // shard_size); returns the shard names. `files` gets each shard's size and SHA-256, which the
+    pre-flight compares with what it finds."""
     import webdataset as wds
 
     names: list[str] = []
+    files = {} if files is None else files
     with ExitStack() as open_shard:
         for i, record in enumerate(records):
             if i % shard_size == 0:
                 open_shard.close()
                 names.append(f"{split}-{len(names):06d}.tar")
-                sink = open_shard.enter_context(wds.TarWriter(str(directory / names[-1]), mtime=0))
+                out = Sink(directory / names[-1], sha256=True)
+                open_shard.callback(_record_file, files, names[-1], out)  # after the tar's end is written
+                open_shard.callback(out.close)
+                sink = open_shard.enter_context(wds.TarWriter(out, mtime=0))
             sink.write(_encode_sample(record))
     return names
+
+
+def _record_file(files: dict, name: str, out: Sink) -> None:
+    files[name] = {"size": out.size, "sha256": out.sha256()}
 
 
 class _Kept(NamedTuple):
@@ -353,7 +364,7 @@ def prepare_corpus(
     items, rejections, fmt = read_corpus(root, lambda text: text_problem(text, tokenizer, settings))
     fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
     target = out / name
-    if previous and previous.fingerprint == fingerprint and all((target / s).is_file() for s in previous.shard_names()):
+    if previous and previous.fingerprint == fingerprint and _shards_intact(target, previous):
         return previous, False
 
     rejected = list(rejections)
@@ -455,7 +466,7 @@ def prepare_corpus(
 
         for split, order in (("train", train), ("val", val)):
             clips = (_final(spool[i], similarities, i) for i in order)
-            shards = write_shards(tmp, split, clips, settings.shard_size)
+            shards = write_shards(tmp, split, clips, settings.shard_size, entry.files)
             entry.splits[split] = _split(shards, [kept[i] for i in order], settings.shard_size)
         stack.close()  # the spool and its folder go before the corpus folder is published
         entry.rejected = dict(sorted(Counter(r.reason for r in rejected).items()))
@@ -516,17 +527,28 @@ def prepare(
     for name, root in corpora.items():
         if not Path(root).is_dir():
             raise DataError(f"--corpus {name}={root}: directory not found")
-        entries[name], rebuilt[name] = prepare_corpus(
-            name,
-            Path(root),
-            out,
-            settings,
-            base_dir,
-            base,
-            workers,
-            progress,
-            _previous(out / name / "corpus.json"),
-        )
+        try:
+            entries[name], rebuilt[name] = prepare_corpus(
+                name,
+                Path(root),
+                out,
+                settings,
+                base_dir,
+                base,
+                workers,
+                progress,
+                _previous(out / name / "corpus.json"),
+            )
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            reached = getattr(err, "partial_bytes", None)
+            need = f", and corpus {name!r} needs more than the {human_bytes(reached)} written" if reached else ""
+            raise DataError(
+                f"{out}: the disk is full ({human_bytes(free_bytes(out))} free{need}); what {out} held "
+                f"before is untouched and the partial output was removed. Free some space and run the same "
+                "command again"
+            ) from None
     manifest = Manifest(
         language=settings.language,
         settings=asdict(settings),
@@ -566,6 +588,18 @@ def _speaker_check(spool: _Spool) -> tuple[np.ndarray, list[dict], float]:
             }
         )
     return similarities, sorted(outliers, key=lambda o: o["similarity"]), threshold
+
+
+def _shards_intact(target: Path, previous: CorpusEntry) -> bool:
+    """Whether the shards an earlier run wrote are there with the sizes and SHA-256 it recorded (a
+    shard cut short or altered since is written again; so is one of a prepare that recorded none)."""
+    for shard in previous.shard_names():
+        record, path = previous.files.get(shard), target / shard
+        if record is None or not path.is_file() or path.stat().st_size != record["size"]:
+            return False
+        if sha256_file(path) != record["sha256"]:
+            return False
+    return True
 
 
 def _previous(path: Path) -> CorpusEntry | None:

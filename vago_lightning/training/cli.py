@@ -38,6 +38,7 @@ from .checkpoints import (
 )
 from .guard import DivergenceGuard, WarningSigns
 from .preflight import preflight, resolve_precision
+from .skipped import SkippedClips
 from .stopping import RunStopped
 
 quiet_known_noise()
@@ -68,6 +69,10 @@ class XttsTrainer(L.Trainer):
         chosen = resolve_precision(precision, cuda=False if on_cpu else None)
         if precision in (None, "auto"):
             say(f"precision: auto -> {chosen}", warning=False)
+        # Always on: clips that cannot be decoded are skipped, listed and counted, never silently.
+        callbacks = kwargs.get("callbacks") or []
+        callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
+        kwargs["callbacks"] = [*callbacks, SkippedClips()]
         super().__init__(*args, precision=chosen, **kwargs)
 
 
