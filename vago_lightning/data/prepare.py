@@ -225,31 +225,27 @@ def _encode_sample(record: dict) -> dict:
     return sample
 
 
-def write_shards(
-    directory: Path, split: str, records: Iterable[dict], shard_size: int, files: dict | None = None
-) -> list[str]:
+def write_shards(directory: Path, split: str, records: Iterable[dict], shard_size: int) -> list[str]:
     """Write `records` in order into shards of `shard_size` (the i-th record lands in shard
-    i // shard_size); returns the shard names. `files` gets each shard's size and SHA-256, which the
-    pre-flight compares with what it finds."""
+    i // shard_size); returns the shard names."""
     import webdataset as wds
 
     names: list[str] = []
-    files = {} if files is None else files
     with ExitStack() as open_shard:
         for i, record in enumerate(records):
             if i % shard_size == 0:
                 open_shard.close()
                 names.append(f"{split}-{len(names):06d}.tar")
-                out = Sink(directory / names[-1], sha256=True)
-                open_shard.callback(_record_file, files, names[-1], out)  # after the tar's end is written
-                open_shard.callback(out.close)
+                out = Sink(directory / names[-1])  # through files.Sink: a full disk is told apart
+                open_shard.callback(out.close)  # after the tar's end is written
                 sink = open_shard.enter_context(wds.TarWriter(out, mtime=0))
             sink.write(_encode_sample(record))
     return names
 
 
-def _record_file(files: dict, name: str, out: Sink) -> None:
-    files[name] = {"size": out.size, "sha256": out.sha256()}
+def shard_records(directory: Path, shards: list[str]) -> dict[str, dict]:
+    """Each shard's size and SHA-256, which the pre-flight compares with what it finds."""
+    return {s: {"size": (directory / s).stat().st_size, "sha256": sha256_file(directory / s)} for s in shards}
 
 
 class _Kept(NamedTuple):
@@ -466,7 +462,8 @@ def prepare_corpus(
 
         for split, order in (("train", train), ("val", val)):
             clips = (_final(spool[i], similarities, i) for i in order)
-            shards = write_shards(tmp, split, clips, settings.shard_size, entry.files)
+            shards = write_shards(tmp, split, clips, settings.shard_size)
+            entry.files.update(shard_records(tmp, shards))
             entry.splits[split] = _split(shards, [kept[i] for i in order], settings.shard_size)
         stack.close()  # the spool and its folder go before the corpus folder is published
         entry.rejected = dict(sorted(Counter(r.reason for r in rejected).items()))
