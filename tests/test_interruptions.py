@@ -415,3 +415,47 @@ def test_prepare_on_a_full_disk_keeps_the_earlier_output_and_rewrites_a_damaged_
     shard.write_bytes(whole[:1000])
     _, rebuilt = prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
     assert rebuilt == {"quiz": True} and shard.read_bytes() == whole
+
+
+def test_prepare_killed_half_way_goes_on_and_writes_what_an_uninterrupted_run_writes(
+    demo_corpora, tmp_path, monkeypatch, caplog
+):
+    import vago_lightning.data.prepare as prep
+
+    corpus = _small_corpus(demo_corpora, tmp_path, 12)
+    settings = prep.PrepareSettings(shard_size=4, val_fraction=0.2)
+    prep.prepare({"quiz": corpus}, tmp_path / "whole", settings, workers=1, progress=False)
+    out = tmp_path / "data_shards"
+    process, calls = prep._process, []
+
+    def killed_at_the_seventh_clip(item):
+        calls.append(item)
+        if len(calls) == 7:
+            raise KeyboardInterrupt("killed")
+        return process(item)
+
+    monkeypatch.setattr(prep, "_process", killed_at_the_seventh_clip)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    calls.clear()
+    monkeypatch.setattr(prep, "_process", lambda item: calls.append(item) or process(item))
+    prep.prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    assert len(calls) == 6  # the six clips processed before the kill were not processed again
+    assert "quiz: going on after an interrupted prepare: 6 clips were processed already" in caplog.text
+    assert _tree(out / "quiz") == _tree(tmp_path / "whole" / "quiz") and not list(out.glob(".resume-*"))
+
+    # A changed setting starts over, and says so.
+    calls.clear()
+    monkeypatch.setattr(prep, "_process", killed_at_the_seventh_clip)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare({"quiz": corpus}, out, replace_settings(settings, min_seconds=0.6), workers=1, progress=False)
+    calls.clear()
+    monkeypatch.setattr(prep, "_process", lambda item: calls.append(item) or process(item))
+    prep.prepare({"quiz": corpus}, out, replace_settings(settings, min_seconds=0.7), workers=1, progress=False)
+    assert "quiz: settings changed (min_seconds) since the interrupted prepare" in caplog.text and len(calls) == 12
+
+
+def replace_settings(settings, **changes):
+    from dataclasses import replace
+
+    return replace(settings, **changes)

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack, closing, nullcontext
 from dataclasses import asdict, dataclass, replace
+from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
@@ -36,6 +37,7 @@ from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
+from .resume import ClipResults
 
 
 @dataclass
@@ -398,9 +400,12 @@ def prepare_corpus(
         # Each clip goes to the spool as soon as it is processed; only (key, category, duration) stay.
         spool = stack.enter_context(_Spool(tmp / ".spool", embeddings=settings.speaker_check))
         kept: list[_Kept] = []
+        # Results of an interrupted run of the same command are replayed, not computed again.
+        done = ClipResults(out / f".resume-{name}", fingerprint, asdict(settings), name)
+        stack.callback(done.close)
         results = closing(
             _run_clips(
-                (items[i] for i in accepted),
+                (items[i] for i in accepted[done.kept :]),
                 len(items),
                 base_dir,
                 limits,
@@ -408,10 +413,10 @@ def prepare_corpus(
                 workers,
                 name,
                 progress,
-                len(items) - len(accepted),
+                len(items) - len(accepted) + done.kept,
             )
         )
-        for index, result in zip(accepted, stack.enter_context(results)):
+        for index, result in zip(accepted, chain(done.replay(), done.record(stack.enter_context(results)))):
             item = items[index]
             if "rejected" in result:
                 rejected += rejections_of(item, result["rejected"], result["detail"])
@@ -481,6 +486,7 @@ def prepare_corpus(
                     + "\n"
                 )
         (tmp / "corpus.json").write_text(entry.to_json(), encoding="utf-8")
+    done.done()
     return entry, True
 
 
