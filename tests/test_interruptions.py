@@ -18,6 +18,7 @@ import torch
 from test_resilience import _wait_for
 
 from vago_lightning import files
+from vago_lightning.errors import DataError
 from vago_lightning.training import checkpoints
 from vago_lightning.training.cli import cli_main
 
@@ -194,8 +195,6 @@ def _rot_clip(shard: Path, key: str) -> None:
 def test_a_cut_or_altered_shard_is_named_before_training(demo_shards, tiny_base, tmp_path):
     from test_data import _serving
 
-    from vago_lightning.errors import DataError
-
     shards = _copy_shards(demo_shards, tmp_path)
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["version"] == 4
@@ -347,7 +346,6 @@ def test_a_dropped_connection_is_read_again_and_the_run_trains_the_same_batches(
     assert f"{dropped[0].lstrip('/')}: reading it failed" in caplog.text and "trying again (1 of 4)" in caplog.text
 
     # A connection that keeps failing ends in one line after a few tries.
-    from vago_lightning.errors import DataError
 
     with _dropping_server(demo_shards, drops=100) as (url, dropped):
         dm = _datamodule(url, tiny_base, corpora=["quiz"])
@@ -380,7 +378,6 @@ def test_prepare_on_a_full_disk_keeps_the_earlier_output_and_rewrites_a_damaged_
     demo_corpora, tmp_path, monkeypatch
 ):
     from vago_lightning.data.prepare import PrepareSettings, prepare
-    from vago_lightning.errors import DataError
 
     corpus, out = _small_corpus(demo_corpora, tmp_path, 12), tmp_path / "data_shards"
     settings = PrepareSettings(shard_size=4, val_fraction=0.2)
@@ -504,3 +501,21 @@ def test_under_ddp_every_rank_stops_at_the_step_one_rank_was_signalled_at(tiny_b
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 3
     for rank in (0, 1):
         assert (tmp_path / f"rank{rank}.txt").read_text().split() == ["1", "2", "3"]
+
+
+class _FailingData(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        raise DataError("http://127.0.0.1:1/quiz/train-000001.tar: reading it failed 5 times; check the server")
+        yield
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_still_one_line():
+    """PyTorch re-raises a worker's error with the worker's traceback in its message."""
+    from vago_lightning.training.cli import _one_line
+
+    with pytest.raises(DataError) as raised:
+        next(iter(torch.utils.data.DataLoader(_FailingData(), batch_size=None, num_workers=1)))
+    assert "Traceback" in str(raised.value)
+    assert _one_line(raised.value) == (
+        "http://127.0.0.1:1/quiz/train-000001.tar: reading it failed 5 times; check the server"
+    )

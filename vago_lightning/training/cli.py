@@ -234,4 +234,14 @@ def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
         raise SystemExit(stopped.code) from None
     except VagoError as err:
         # Bad input is one line that names the file or key and what to do, not a traceback.
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {_one_line(err)}") from None
+
+
+def _one_line(err: VagoError) -> str:
+    """The message of `err`; raised in a DataLoader worker, PyTorch puts the worker's traceback in it:
+    its last line is the message."""
+    message = str(err)
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split(f"{type(err).__name__}: ", 1)[-1]
