@@ -196,6 +196,7 @@ class RunCheckpoint(ModelCheckpoint):
         every = self._every_n_train_steps
         due = every >= 1 and trainer.global_step % every == 0
         final = is_final_step(trainer)
+        stop = stop and not final  # the run ends at this step anyway, as it would have
         if not (due or final or stop):
             return
         if validation_follows(trainer):
@@ -209,7 +210,7 @@ class RunCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        stop = self._stop_pending or self._stop_agreed(trainer)
+        stop = (self._stop_agreed(trainer) or self._stop_pending) and not is_final_step(trainer)
         self._stop_pending = False
         if self._pending or not self._should_skip_saving_checkpoint(trainer):
             snapshot, final = self._pending or (False, False)
