@@ -237,6 +237,7 @@ def _first_batches(shards, tiny_base, n):
     return _RankPlan(dm, 0)(0, 1)[:n]
 
 
+@pytest.mark.slow
 def test_a_clip_that_cannot_be_decoded_is_skipped_listed_and_counted_and_too_many_stop_the_run(
     tiny_base, demo_shards, tmp_path, monkeypatch, caplog
 ):
