@@ -28,7 +28,8 @@ from ..errors import DataError
 from ..log import say
 from ..model.batching import Collate
 from .audio import decode_flac
-from .manifest import check_codes_match, join, load_manifest
+from .integrity import check_shards, read_with_retries
+from .manifest import check_codes_match, is_url, join, load_manifest
 from .plan import expand_weights, plan_epoch
 
 
@@ -49,6 +50,7 @@ class PlannedShardDataset(IterableDataset):
         # What this process did in its last pass, for tests and benchmarks.
         self.shard_reads = 0
         self.peak_cached = 0  # clips held from shards already read, waiting for their batch
+        self.shard_errors: dict[tuple[str, str], str] = {}  # (corpus, shard) -> why it ended early
 
     def __len__(self) -> int:
         return self.length
@@ -69,43 +71,91 @@ class PlannedShardDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         collate = Collate(train=self.train, seed=hash((self.seed, self.epoch, worker)) if self.train else 0)
+        last_good = None
         for batch, raw in self.raw_batches(worker, workers):
-            yield collate([self._sample(r, e["corpus"]) for e, r in zip(batch, raw)])
+            samples, skipped = [], []
+            for entry, sample in zip(batch, raw):
+                shard = f"{entry['corpus']}/{entry['shard']}"
+                if sample is None:  # not in its shard: the shard ended early
+                    error = self.shard_errors.get((entry["corpus"], entry["shard"]), "not found in its shard")
+                    skipped.append({"shard": shard, "key": entry["key"], "error": error})
+                    continue
+                try:
+                    samples.append(self._sample(sample, entry["corpus"]))
+                except DataError:  # shards made with other settings: no clip of them will do
+                    raise
+                except Exception as err:  # noqa: BLE001 - a clip whose bytes rotted: skipped and reported
+                    skipped.append({"shard": shard, "key": entry["key"], "error": f"{type(err).__name__}: {err}"})
+            if not samples:
+                # Every rank must yield as many batches as its plan says (DDP, resume positions): a batch
+                # none of whose clips decode trains the last good clip again.
+                if last_good is None:
+                    raise DataError(f"{self.shards_dir}: no clip of the first batch decodes: {skipped}")
+                samples = [last_good]
+            last_good = samples[-1]
+            out = collate(samples)
+            out.skipped = skipped
+            yield out
 
     def raw_batches(self, worker: int = 0, workers: int = 1):
-        """(entries, raw samples) of the batches of `worker`, in plan order. The DataLoader hands out
-        a rank's batches to its workers in turn, so worker w makes batches w, w + workers, ...: with
-        as many workers as the plan has lanes, those are one lane's, read a window at a time."""
+        """(entries, raw samples) of the batches of `worker`, in plan order; a sample its shard did not
+        hold is None. The DataLoader hands out a rank's batches to its workers in turn, so worker w
+        makes batches w, w + workers, ...: with as many workers as the plan has lanes, those are one
+        lane's, read a window at a time."""
         mine = self.batches_fn(self.epoch, self.lanes)[self.skip :][worker::workers]
-        wanted = {_ident(e) for batch in mine for e in batch}
+        wanted = {_ident(e): (e["corpus"], e["shard"], e.get("copy", 0)) for batch in mine for e in batch}
         read: set = set()
         cache: dict = {}
         self.shard_reads, self.peak_cached = 0, 0
         for batch in mine:
             # A unit (a shard, or its repeat under a corpus weight) is read once, when a batch first
             # needs it; its clips are kept only until their batch is made.
-            for corpus, shard, copy in sorted({(e["corpus"], e["shard"], e.get("copy", 0)) for e in batch} - read):
-                read.add((corpus, shard, copy))
+            for unit in sorted({(e["corpus"], e["shard"], e.get("copy", 0)) for e in batch} - read):
+                read.add(unit)
                 self.shard_reads += 1
-                for sample in self.read_shard(corpus, shard):
-                    ident = (corpus, sample["__key__"], copy)
-                    if ident in wanted:
-                        cache[ident] = sample
-                        wanted.discard(ident)
+                self._read_unit(unit, wanted, cache)
             self.peak_cached = max(self.peak_cached, len(cache))
-            missing = [e["key"] for e in batch if _ident(e) not in cache]
-            if missing:
-                raise DataError(
-                    f"{self.shards_dir}: samples {missing[:3]} are in the manifest but not in their "
-                    "shards; run prepare again"
-                )
-            yield batch, [cache.pop(_ident(e)) for e in batch]
+            yield batch, [cache.pop(_ident(e), None) for e in batch]
+
+    def _read_unit(self, unit: tuple, wanted: dict, cache: dict) -> None:
+        """Cache the wanted samples of one unit. A dropped connection is read again (samples already
+        cached are not taken twice); a local shard that cannot be read to its end keeps the samples
+        before the cut, and the error is kept for the clips after it."""
+        corpus, shard, copy = unit
+        location = join(self.shards_dir, corpus, shard)
+
+        def read() -> None:
+            for sample in self.read_shard(corpus, shard):
+                ident = (corpus, sample["__key__"], copy)
+                if ident in wanted:
+                    cache[ident] = sample
+                    del wanted[ident]
+            if unit in wanted.values():  # a stream that stopped at a file boundary raises nothing
+                raise DataError(f"{location}: ended before all of its samples were read")
+
+        def retrying(attempt: int, err: Exception) -> None:
+            say(f"{location}: reading it failed ({type(err).__name__}); trying again ({attempt} of {RETRIES})")
+
+        try:
+            read_with_retries(read, location, retries=RETRIES, backoff=RETRY_BACKOFF, on_retry=retrying)
+        except DataError as err:
+            if is_url(location):
+                raise
+            self.shard_errors[(corpus, shard)] = str(err)
+        except Exception as err:  # noqa: BLE001 - a local shard cut short: its clips are skipped, reported
+            self.shard_errors[(corpus, shard)] = f"shard unreadable from here ({type(err).__name__}: {err.args[0]})"
+        for ident in [i for i, u in wanted.items() if u == unit]:
+            del wanted[ident]  # not in the shard: reported as skipped when its batch comes
 
     def read_shard(self, corpus: str, shard: str):
         """The samples of one shard as webdataset groups them (a local path or any URL it opens)."""
         import webdataset as wds
 
         return wds.DataPipeline(wds.SimpleShardList([join(self.shards_dir, corpus, shard)]), wds.tarfile_to_samples())
+
+
+RETRIES = 4  # a shard over http(s) is read again this many times after a failure...
+RETRY_BACKOFF = 1.0  # ...waiting 1, 2, 4, 8 s
 
 
 def _ident(entry: dict) -> tuple:
@@ -169,6 +219,8 @@ class ShardDataModule(L.LightningDataModule):
         base_model: str = "models/tiny-xtts",
         language: str = "hu",
         multiprocessing_context: Literal["fork", "spawn", "forkserver"] | None = None,
+        max_bad_clips: int | None = None,
+        verify: bool = False,
     ):
         """
         Args:
@@ -185,6 +237,10 @@ class ShardDataModule(L.LightningDataModule):
             language: the model's language (linked from model.language).
             multiprocessing_context: how DataLoader workers start; null: the platform's own (spawn on
                 Windows and macOS, fork on Linux).
+            max_bad_clips: clips that cannot be decoded are skipped and listed in the run's skipped.jsonl;
+                past this many the run stops. null: 1% of an epoch's train clips (at least 1).
+            verify: also compare every shard's SHA-256 with the manifest before training (reads every
+                shard once); their sizes are always compared.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -207,6 +263,8 @@ class ShardDataModule(L.LightningDataModule):
         if manifest.language != hp.language:
             raise DataError(f"{where}: prepared for language {manifest.language!r}, model.language is {hp.language!r}")
         check_codes_match(manifest, names, base_fingerprint(check_base_dir(hp.base_model)), hp.base_model, where)
+        say(f"preflight: {check_shards(manifest, hp.shards_dir, names, hp.verify)}", warning=False)
+        self.manifest = manifest
         # Plain dicts of what planning needs: the index travels to every DataLoader worker.
         train = {n: _entries(manifest.samples(n, "train"), n) for n in names}
         if not any(train.values()):
@@ -215,6 +273,12 @@ class ShardDataModule(L.LightningDataModule):
         self.train_samples = train
         self.val_samples = {n: _entries(manifest.samples(n, "val"), n) for n in names}
         self.tokenizer = load_tokenizer(hp.base_model)  # last: it marks the module as set up
+
+    def bad_clip_limit(self) -> int:
+        """Clips that may fail to decode before the run stops (data.max_bad_clips)."""
+        if self.hparams.max_bad_clips is not None:
+            return self.hparams.max_bad_clips
+        return max(1, round(0.01 * sum(len(v) for v in self.train_samples.values())))
 
     # --- train ------------------------------------------------------------------------------
 
@@ -271,7 +335,19 @@ class ShardDataModule(L.LightningDataModule):
         # Pinned batches on a GPU, so that Lightning's non_blocking copies overlap the step.
         trainer = self.trainer
         pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return {"num_workers": count, "multiprocessing_context": context, "pin_memory": pin}
+        init = _leave_stop_signals_to_the_trainer if count > 0 else None
+        return {"num_workers": count, "multiprocessing_context": context, "pin_memory": pin, "worker_init_fn": init}
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A console sends Ctrl-C (Ctrl-Break) to every process of the program, a scheduler may send SIGTERM
+    to all of them: a DataLoader worker that died of it would end the run before its save. The main
+    process stops the run; a worker ends with it (PyTorch's workers watch their parent)."""
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _entries(index: list, corpus: str) -> list[dict]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import DataError
 
-MANIFEST_VERSION = 3
+MANIFEST_VERSION = 4  # 4: each corpus records its shards' sizes and SHA-256 (`files`)
+READABLE_VERSIONS = (3, 4)  # a version 3 manifest loads with no records: its shards are not checked
 CATEGORIES = ("short", "medium", "long", "question")
 SPLITS = ("train", "val")
 
@@ -63,6 +64,7 @@ class CorpusEntry:
     rejected_total: int
     speaker_outliers: int = 0  # clips far from the corpus's speaker (speaker_outliers.jsonl)
     speaker_threshold: float | None = None  # the similarity under which a clip counted as one
+    files: dict[str, dict] = field(default_factory=dict)  # shard -> {size, sha256}; empty before version 4
 
     @classmethod
     def from_dict(cls, d: dict) -> CorpusEntry:
@@ -86,7 +88,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> Manifest:
-        if d.get("version") != MANIFEST_VERSION:
+        if d.get("version") not in READABLE_VERSIONS:
             raise DataError(f"{where}: written by another version of prepare; run prepare again")
         try:
             return cls(**{**d, "corpora": {n: CorpusEntry.from_dict(e) for n, e in d["corpora"].items()}})
@@ -158,6 +160,16 @@ def load_manifest(shards_dir: str) -> Manifest:
     except json.JSONDecodeError as err:
         raise DataError(f"{where}: not valid JSON ({err}); run prepare again") from None
     return Manifest.from_dict(data, where)
+
+
+def prepare_command(manifest: Manifest, shards_dir: str, corpora: list[str]) -> str:
+    """The prepare command that rewrites the shards of `corpora` (with the settings prepare used)."""
+    parts = ["python -m vago_lightning prepare"]
+    parts += [f"--corpus {name}={manifest.corpora[name].input}" for name in corpora]
+    parts.append(f"--out {shards_dir}")
+    bases = {(manifest.corpora[name].base_model or {}).get("path") for name in corpora} - {None}
+    parts += [f"--base_model {base}" for base in sorted(bases)]
+    return " ".join(parts)
 
 
 def check_codes_match(manifest: Manifest, corpora: list[str], base: dict, base_dir: str, where: str) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack, closing, nullcontext
 from dataclasses import asdict, dataclass, replace
+from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
@@ -31,11 +32,12 @@ import numpy as np
 
 from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
 from ..errors import AudioError, DataError, UsageError
-from ..files import publish_dir, sha256_file, write_text_atomic
+from ..files import Sink, free_bytes, human_bytes, is_disk_full, publish_dir, sha256_file, write_text_atomic
 from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
+from .resume import ClipResults
 
 
 @dataclass
@@ -236,9 +238,16 @@ def write_shards(directory: Path, split: str, records: Iterable[dict], shard_siz
             if i % shard_size == 0:
                 open_shard.close()
                 names.append(f"{split}-{len(names):06d}.tar")
-                sink = open_shard.enter_context(wds.TarWriter(str(directory / names[-1]), mtime=0))
+                out = Sink(directory / names[-1])  # through files.Sink: a full disk is told apart
+                open_shard.callback(out.close)  # after the tar's end is written
+                sink = open_shard.enter_context(wds.TarWriter(out, mtime=0))
             sink.write(_encode_sample(record))
     return names
+
+
+def shard_records(directory: Path, shards: list[str]) -> dict[str, dict]:
+    """Each shard's size and SHA-256, which the pre-flight compares with what it finds."""
+    return {s: {"size": (directory / s).stat().st_size, "sha256": sha256_file(directory / s)} for s in shards}
 
 
 class _Kept(NamedTuple):
@@ -353,7 +362,7 @@ def prepare_corpus(
     items, rejections, fmt = read_corpus(root, lambda text: text_problem(text, tokenizer, settings))
     fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
     target = out / name
-    if previous and previous.fingerprint == fingerprint and all((target / s).is_file() for s in previous.shard_names()):
+    if previous and previous.fingerprint == fingerprint and _shards_intact(target, previous):
         return previous, False
 
     rejected = list(rejections)
@@ -391,9 +400,12 @@ def prepare_corpus(
         # Each clip goes to the spool as soon as it is processed; only (key, category, duration) stay.
         spool = stack.enter_context(_Spool(tmp / ".spool", embeddings=settings.speaker_check))
         kept: list[_Kept] = []
+        # Results of an interrupted run of the same command are replayed, not computed again.
+        done = ClipResults(out / f".resume-{name}", fingerprint, asdict(settings), name)
+        stack.callback(done.close)
         results = closing(
             _run_clips(
-                (items[i] for i in accepted),
+                (items[i] for i in accepted[done.kept :]),
                 len(items),
                 base_dir,
                 limits,
@@ -401,10 +413,10 @@ def prepare_corpus(
                 workers,
                 name,
                 progress,
-                len(items) - len(accepted),
+                len(items) - len(accepted) + done.kept,
             )
         )
-        for index, result in zip(accepted, stack.enter_context(results)):
+        for index, result in zip(accepted, chain(done.replay(), done.record(stack.enter_context(results)))):
             item = items[index]
             if "rejected" in result:
                 rejected += rejections_of(item, result["rejected"], result["detail"])
@@ -456,6 +468,7 @@ def prepare_corpus(
         for split, order in (("train", train), ("val", val)):
             clips = (_final(spool[i], similarities, i) for i in order)
             shards = write_shards(tmp, split, clips, settings.shard_size)
+            entry.files.update(shard_records(tmp, shards))
             entry.splits[split] = _split(shards, [kept[i] for i in order], settings.shard_size)
         stack.close()  # the spool and its folder go before the corpus folder is published
         entry.rejected = dict(sorted(Counter(r.reason for r in rejected).items()))
@@ -473,6 +486,7 @@ def prepare_corpus(
                     + "\n"
                 )
         (tmp / "corpus.json").write_text(entry.to_json(), encoding="utf-8")
+    done.done()
     return entry, True
 
 
@@ -516,17 +530,28 @@ def prepare(
     for name, root in corpora.items():
         if not Path(root).is_dir():
             raise DataError(f"--corpus {name}={root}: directory not found")
-        entries[name], rebuilt[name] = prepare_corpus(
-            name,
-            Path(root),
-            out,
-            settings,
-            base_dir,
-            base,
-            workers,
-            progress,
-            _previous(out / name / "corpus.json"),
-        )
+        try:
+            entries[name], rebuilt[name] = prepare_corpus(
+                name,
+                Path(root),
+                out,
+                settings,
+                base_dir,
+                base,
+                workers,
+                progress,
+                _previous(out / name / "corpus.json"),
+            )
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            reached = getattr(err, "partial_bytes", None)
+            need = f", and corpus {name!r} needs more than the {human_bytes(reached)} written" if reached else ""
+            raise DataError(
+                f"{out}: the disk is full ({human_bytes(free_bytes(out))} free{need}); what {out} held "
+                f"before is untouched and the partial output was removed. Free some space and run the same "
+                "command again"
+            ) from None
     manifest = Manifest(
         language=settings.language,
         settings=asdict(settings),
@@ -566,6 +591,18 @@ def _speaker_check(spool: _Spool) -> tuple[np.ndarray, list[dict], float]:
             }
         )
     return similarities, sorted(outliers, key=lambda o: o["similarity"]), threshold
+
+
+def _shards_intact(target: Path, previous: CorpusEntry) -> bool:
+    """Whether the shards an earlier run wrote are there with the sizes and SHA-256 it recorded (a
+    shard cut short or altered since is written again; so is one of a prepare that recorded none)."""
+    for shard in previous.shard_names():
+        record, path = previous.files.get(shard), target / shard
+        if record is None or not path.is_file() or path.stat().st_size != record["size"]:
+            return False
+        if sha256_file(path) != record["sha256"]:
+            return False
+    return True
 
 
 def _previous(path: Path) -> CorpusEntry | None:

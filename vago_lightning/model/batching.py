@@ -7,7 +7,7 @@ A sample is a dict: `text` (int64 token ids), `wav` (float32 [T] at 22,050 Hz), 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ class Batch:
     corpus: list[str]  # the corpus of each clip
     key: list[str]  # the shard key of each clip
     codes: torch.Tensor | None = None  # int64 [B, C] precomputed DVAE codes, when every clip has them
+    skipped: list[dict] = field(default_factory=list)  # clips of this batch that could not be decoded
 
     @property
     def size(self) -> int:
@@ -38,7 +39,9 @@ class Batch:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if f.name == "skipped":
+                out[f.name] = []  # reported with the whole batch
+            elif value is None:
                 out[f.name] = None
             elif isinstance(value, torch.Tensor):
                 out[f.name] = value[index]

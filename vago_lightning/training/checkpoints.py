@@ -11,7 +11,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ..errors import VagoError
+from ..files import Sink, free_bytes, human_bytes, is_disk_full
+from .stopping import RunStopped, StopSignals
+
 TMP_MARK = ".tmp-"
+
+
+class DiskFullError(VagoError):
+    """A save found no space left; the previous checkpoint is whole and the partial file is gone."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -22,10 +30,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        sink = Sink(tmp)
+        try:
+            try:
+                torch.save(checkpoint, sink)
+                sink.flush()
+            finally:
+                sink.close()
+        except Exception as err:
+            tmp.unlink(missing_ok=True)  # a half-written file helps nobody and holds the space
+            if sink.disk_full or is_disk_full(err):
+                raise DiskFullError(_no_space(path, checkpoint)) from None
+            raise
         self._publish(tmp, path)
 
     @staticmethod
@@ -39,6 +55,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(directory)  # the rename itself reaches the disk
         finally:
             os.close(directory)
+
+
+def _no_space(path: Path, checkpoint: dict) -> str:
+    need = checkpoint_bytes(checkpoint)
+    kept = f"{path.name} of the previous save is whole" if path.exists() else f"no {path.name} was written yet"
+    return (
+        f"{path.parent}: the disk is full ({human_bytes(free_bytes(path.parent))} free, a save of step "
+        f"{checkpoint.get('global_step', '?')} needs about {human_bytes(need)}); {kept} and the partial file was "
+        "removed. Free some space (or move the run's folder to a larger disk) and run the same command to resume"
+    )
+
+
+def checkpoint_bytes(obj) -> int:
+    """About the bytes `torch.save(obj)` writes: its tensors' data."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(checkpoint_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(checkpoint_bytes(v) for v in obj)
+    return 0
 
 
 def remove_partial_saves(dirpath: Path) -> list[Path]:
@@ -139,27 +176,64 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending: tuple[bool, bool] | None = None  # (snapshot, final) waiting for a validation
+        self._stop_pending = False  # a stop asked for at a step whose validation comes first
         self._finishing: dict | None = None
+        self.stop = StopSignals()  # Ctrl-C, SIGTERM, Ctrl-Break, or a stop the run asks for
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # After Lightning's own SIGTERM handler is set (it would end the run without a save).
+        self.stop.install()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.stop.uninstall()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stop = self._stop_agreed(trainer)
         if self._should_skip_saving_checkpoint(trainer):
+            if stop:  # already saved at this step
+                self._stop_run(trainer)
             return
         every = self._every_n_train_steps
         due = every >= 1 and trainer.global_step % every == 0
         final = is_final_step(trainer)
-        if not (due or final):
+        stop = stop and not final  # the run ends at this step anyway, as it would have
+        if not (due or final or stop):
             return
         if validation_follows(trainer):
-            self._pending = (due, final)
+            # The validation due at this step runs first, so that the resumed run does not repeat it.
+            self._pending, self._stop_pending = (due, final), stop
             return
         self._save(trainer, snapshot=due, final=final)
+        if stop:
+            self._stop_run(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or self._should_skip_saving_checkpoint(trainer) and not self._pending:
+        if trainer.sanity_checking:
             return
-        snapshot, final = self._pending or (False, False)
-        self._pending = None
-        self._save(trainer, snapshot=snapshot, final=final or is_final_step(trainer))
+        stop = (self._stop_agreed(trainer) or self._stop_pending) and not is_final_step(trainer)
+        self._stop_pending = False
+        if self._pending or not self._should_skip_saving_checkpoint(trainer):
+            snapshot, final = self._pending or (False, False)
+            self._pending = None
+            self._save(trainer, snapshot=snapshot, final=final or is_final_step(trainer))
+        if stop:
+            self._stop_run(trainer)
+
+    def _stop_agreed(self, trainer) -> bool:
+        """Whether any rank was asked to stop: under DDP every rank stops at the same step."""
+        return bool(trainer.strategy.reduce_boolean_decision(self.stop.pending, all=False))
+
+    def _stop_run(self, trainer) -> None:
+        """Ends the run after last.ckpt holds this step; the command line prints the message."""
+        self.stop.uninstall()
+        step, last = trainer.global_step, Path(self.dirpath) / "last.ckpt"
+        if self.stop.reason:
+            raise RunStopped(f"{self.stop.reason}. {last} holds step {step}: the run resumes there", 1)
+        by = f"by {self.stop.requested}" if self.stop.requested else "at another process's request"
+        raise RunStopped(
+            f"stopped {by} at step {step}; {last} holds that step. Run the same command to go on from there",
+            self.stop.code or 128 + 15,
+        )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         final = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1

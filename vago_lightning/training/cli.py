@@ -38,6 +38,8 @@ from .checkpoints import (
 )
 from .guard import DivergenceGuard, WarningSigns
 from .preflight import preflight, resolve_precision
+from .skipped import SkippedClips
+from .stopping import RunStopped
 
 quiet_known_noise()
 
@@ -67,6 +69,10 @@ class XttsTrainer(L.Trainer):
         chosen = resolve_precision(precision, cuda=False if on_cpu else None)
         if precision in (None, "auto"):
             say(f"precision: auto -> {chosen}", warning=False)
+        # Always on: clips that cannot be decoded are skipped, listed and counted, never silently.
+        callbacks = kwargs.get("callbacks") or []
+        callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
+        kwargs["callbacks"] = [*callbacks, SkippedClips()]
         super().__init__(*args, precision=chosen, **kwargs)
 
 
@@ -221,6 +227,21 @@ def cli_main(args: ArgsType = None, run: bool = True) -> XttsCLI:
     except RunComplete as done:
         say(str(done), warning=False)
         return None
+    except RunStopped as stopped:  # Ctrl-C, SIGTERM, or a stop the run asked for, after its save
+        if stopped.code == 1:
+            raise SystemExit(f"error: {stopped}") from None
+        say(str(stopped))
+        raise SystemExit(stopped.code) from None
     except VagoError as err:
         # Bad input is one line that names the file or key and what to do, not a traceback.
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {_one_line(err)}") from None
+
+
+def _one_line(err: VagoError) -> str:
+    """The message of `err`; raised in a DataLoader worker, PyTorch puts the worker's traceback in it:
+    its last line is the message."""
+    message = str(err)
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split(f"{type(err).__name__}: ", 1)[-1]
