@@ -7,8 +7,10 @@ an `Item` (a clip to prepare) or a `Rejection` that names its source, line and r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +62,25 @@ def rejections_of(item: Item, reason: str, detail: str) -> list[Rejection]:
     return [Rejection(item.source, line, reason, detail, item.id, number) for number, line in item.segments]
 
 
+_KEY_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_HASHED = re.compile(r".*-[0-9a-f]{8}")
+
+
 def shard_key(item_id: str) -> str:
-    """A WebDataset key: WebDataset cuts keys at the first dot, so anything but [A-Za-z0-9_-] becomes _."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", item_id)
+    """A WebDataset key, distinct for distinct ids. WebDataset cuts keys at the first dot, so a key
+    holds only [A-Za-z0-9_-]: an id of those alone is its own key; any other id is folded to them
+    (accents dropped, the rest _) for a readable key, and gets 8 hex digits of its SHA-1, so that
+    `kör_01` and `kér_01`, or `a b` and `a_b`, stay apart. Own keys never end like a hashed one."""
+    if _KEY_SAFE.fullmatch(item_id) and not _HASHED.fullmatch(item_id):
+        return item_id
+    folded = "".join(c for c in unicodedata.normalize("NFKD", item_id) if not unicodedata.combining(c))
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", folded)
+    return f"{readable}-{hashlib.sha1(item_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def key_safe(name: str) -> bool:
+    """Whether `name` may be used as it is inside keys (corpus names)."""
+    return bool(_KEY_SAFE.fullmatch(name))
 
 
 def read_corpus(root: Path, text_check: TextCheck | None = None) -> tuple[list[Item], list[Rejection], str]:

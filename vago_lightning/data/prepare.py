@@ -34,7 +34,7 @@ from ..errors import AudioError, DataError, UsageError
 from ..files import publish_dir, sha256_file, write_text_atomic
 from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
-from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
+from .corpus import Item, Rejection, key_safe, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
 
 
@@ -358,14 +358,16 @@ def prepare_corpus(
 
     rejected = list(rejections)
     accepted = array("l")  # indices of the items whose text can be used
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # key -> id
     for index, item in enumerate(items):
         key = shard_key(f"{name}_{item.id}")
-        if key in seen:
-            problem = "duplicate_id", f"id {item.id!r} (key {key}) appears earlier in the corpus"
+        if seen.get(key) == item.id:
+            problem = "duplicate_id", f"id {item.id!r} appears earlier in the corpus"
+        elif key in seen:  # a hash collision of two ids: astronomically rare, but never a silent overwrite
+            problem = "duplicate_id", f"id {item.id!r} has the same key {key} as {seen[key]!r}: rename one"
         else:
             problem = text_problem(_clean(item.text), tokenizer, settings)
-        seen.add(key)
+        seen.setdefault(key, item.id)
         if problem:
             rejected += rejections_of(item, *problem)
         else:
@@ -502,7 +504,7 @@ def prepare(
 ) -> tuple[Manifest, dict[str, bool]]:
     """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
     for name in corpora:
-        if shard_key(name) != name:
+        if not key_safe(name):
             raise UsageError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")
     base = None
     if base_dir is not None:
