@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import soundfile as sf
+import torch
+import yaml
 
 from vago_lightning.data.corpus import shard_key
 from vago_lightning.data.prepare import PrepareSettings, prepare
+from vago_lightning.inference.report import baseline_of, read_run
+from vago_lightning.training.cli import cli_main
+
+from helpers import configs, quiz_fit_args
 
 SR = 22050
 
@@ -50,3 +57,71 @@ def test_accented_file_names_are_not_duplicates(tmp_path, demo_corpora):
     assert dup["reason"] == "duplicate_id" and dup["id"] == "kör_01" and dup["line"] == 8
     entry = json.loads((out / "hu" / "corpus.json").read_text())
     assert entry["splits"]["train"]["samples"] == 6
+
+
+# --- 2, 3. a resumed run and validate ---------------------------------------------------------
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    return tmp_path
+
+
+def _two_stages(tiny_base, shards, *stage_two: str) -> list[str]:
+    """Stage one (4 steps) trained; returns stage two's arguments (from stage one's best, both corpora)."""
+    cli_main(["fit", *quiz_fit_args(tiny_base, shards, "--trainer.max_steps=4", "--trainer.val_check_interval=2")])
+    return [
+        *configs("finetune.yaml", "configs/demo.yaml"),
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={shards}",
+        "--data.num_workers=0",
+        "--trainer.val_check_interval=2",
+        *stage_two,
+    ]
+
+
+def test_a_resumed_run_keeps_its_origin_and_report_baseline(tiny_base, demo_shards, run_dir):
+    both = _two_stages(tiny_base, demo_shards)
+    cli_main(["fit", *both, "--trainer.max_steps=2"])
+    cli = cli_main(["fit", *both, "--trainer.max_steps=4"])  # the same command, further: a resume
+    assert cli.trainer.global_step == 4
+    config = yaml.safe_load((run_dir / "lightning_logs" / "demo-combined" / "config.yaml").read_text())
+    assert config["model"]["init_from"] == "checkpoints/demo-quiz/best.ckpt"
+    assert baseline_of(read_run("demo-combined")) == "demo-quiz"
+
+
+def _scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def test_validate_checks_the_runs_best_ckpt_and_says_which(tiny_base, demo_shards, run_dir, caplog):
+    args = quiz_fit_args(tiny_base, demo_shards, "--trainer.max_steps=4", "--trainer.val_check_interval=2")
+    cli_main(["fit", *args])
+    best_step = torch.load(run_dir / "checkpoints" / "demo-quiz" / "best.ckpt", weights_only=False)["global_step"]
+    logs = run_dir / "lightning_logs" / "demo-quiz"
+    expected = dict(_scalars(logs, "val/loss"))[best_step]
+    cli_main(["validate", *args])  # the stage's command with fit replaced by validate
+    assert f"validate: the weights of checkpoints/demo-quiz/best.ckpt (step {best_step})" in caplog.text
+    (own,) = list(logs.glob("validate-*"))
+    assert _scalars(own, "val/loss") == [(best_step, pytest.approx(expected, rel=1e-4))]
+
+
+# --- 7. one step numbering ----------------------------------------------------------------------
+
+
+def test_console_tensorboard_checkpoints_and_report_number_steps_alike(tiny_base, demo_shards, run_dir, capsys):
+    args = ["--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=2"]
+    cli_main(["fit", *quiz_fit_args(tiny_base, demo_shards, *args)])
+    console = capsys.readouterr().out
+    assert "validation at step 2 |" in console and "validation at step 4 |" in console
+    logs = run_dir / "lightning_logs" / "demo-quiz"
+    assert [s for s, _ in _scalars(logs, "val/loss")] == [0, 2, 4]  # 0: the starting point
+    assert [s for s, _ in _scalars(logs, "train/loss")] == [2, 4]
+    best = torch.load(run_dir / "checkpoints" / "demo-quiz" / "best.ckpt", weights_only=False)["global_step"]
+    assert read_run("demo-quiz").best_step == best
