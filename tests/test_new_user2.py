@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -125,3 +126,43 @@ def test_console_tensorboard_checkpoints_and_report_number_steps_alike(tiny_base
     assert [s for s, _ in _scalars(logs, "train/loss")] == [2, 4]
     best = torch.load(run_dir / "checkpoints" / "demo-quiz" / "best.ckpt", weights_only=False)["global_step"]
     assert read_run("demo-quiz").best_step == best
+
+
+# --- 4, 5. subtitle timing ----------------------------------------------------------------------
+
+
+def _srt_time(t: float) -> str:
+    return f"00:{int(t) // 60:02d}:{int(t) % 60:02d},{int(round(t * 1000)) % 1000:03d}"
+
+
+def test_subtitles_with_impossible_times_are_bad_timing(tmp_path, demo_corpora):
+    quiz = demo_corpora[0] / "quiz"
+    rows = (quiz / "metadata.csv").read_text(encoding="utf-8").splitlines()[1:4]
+    parts, segments, t = [], [], 0.0
+    for row in rows:
+        audio_file, text, _ = row.split("|")
+        wav, _ = sf.read(quiz / audio_file, dtype="float32")
+        segments.append((t, t + len(wav) / SR, text))
+        parts.append(np.concatenate([wav, np.zeros(int(0.8 * SR), dtype=np.float32)]))
+        t += len(wav) / SR + 0.8
+    root = tmp_path / "talk"
+    root.mkdir()
+    sf.write(root / "talk.wav", np.concatenate(parts), SR)
+    a, b, text = segments[1]
+    segments[1] = (b, a, text)  # ends before it starts
+    segments.append((t - 0.5, t + 3.0, "Ez már a felvétel vége után hangzik el."))  # past the end of the audio
+    srt = [f"{n}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n" for n, (a, b, text) in enumerate(segments, 1)]
+    (root / "talk.srt").write_text("\n".join(srt), encoding="utf-8")
+    out = tmp_path / "out"
+    prepare({"talk": root}, out, PrepareSettings(val_fraction=0.0, speaker_check=False), progress=False)
+    bad = {r["segment"]: r for r in _rejected(out)}
+    assert sorted(bad) == [2, 4] and {r["reason"] for r in bad.values()} == {"bad_timing"}
+    assert bad[2]["line"] == 6 and "ends before it starts" in bad[2]["detail"]
+    assert bad[4]["line"] == 14 and "runs past the end of the audio" in bad[4]["detail"]
+    import tarfile
+
+    with tarfile.open(out / "talk" / "train-000000.tar") as tar:
+        metas = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert sorted(n for m in metas for n in m["segments"]) == [1, 3]
+    for m in metas:  # start, end and duration agree
+        assert m["end"] - m["start"] == pytest.approx(m["duration"], abs=0.01)

@@ -288,9 +288,12 @@ def items_from_subtitles(
     except (ValueError, KeyError, json.JSONDecodeError) as err:
         return [], [Rejection(str(subtitles), None, "malformed_subtitles", str(err))]
     rejected = []
+    length = _audio_seconds(audio)
     for seg in segments:
         text = " ".join(seg.text.split())
-        problem = text_check(text) if text_check else (None if text else ("empty_text", "no text"))
+        problem = _timing_problem(seg, length)
+        if problem is None:
+            problem = text_check(text) if text_check else (None if text else ("empty_text", "no text"))
         if problem:
             reason, detail = problem
             rejected.append(
@@ -314,8 +317,36 @@ def items_from_subtitles(
                 source=str(subtitles),
                 line=used[0].line,
                 start=start,
-                end=end,
+                end=end if length is None else min(end, length),  # padding stops at the end of the audio
                 segments=[(s.number, s.line) for s in used],
             )
         )
     return items, rejected
+
+
+TIMING_TOLERANCE = 0.05  # seconds a subtitle may run past the end of its audio (rounded timestamps)
+
+
+def _audio_seconds(audio: Path) -> float | None:
+    """The recording's length from its header, or None when it cannot be read (its clips are then
+    rejected when decoded, with the reason)."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(audio)).duration)
+    except Exception:  # noqa: BLE001 - any unreadable file: the decoder says why later
+        return None
+
+
+def _timing_problem(seg: Segment, length: float | None) -> tuple[str, str] | None:
+    """("bad_timing", detail) for a segment whose times cannot be cut from its recording."""
+    span = f"{seg.start:.2f} --> {seg.end:.2f} s"
+    if seg.end <= seg.start:
+        return "bad_timing", f"ends before it starts ({span}): fix its timing line"
+    if length is not None and seg.end > length + TIMING_TOLERANCE:
+        return (
+            "bad_timing",
+            f"runs past the end of the audio ({span}, the recording is {length:.2f} s long): its text would "
+            "not match a shortened clip; fix its timing line or the recording",
+        )
+    return None
