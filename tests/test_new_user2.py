@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from vago_lightning.__main__ import main
 from vago_lightning.data.corpus import shard_key
 from vago_lightning.data.prepare import PrepareSettings, prepare
 from vago_lightning.inference.report import baseline_of, read_run
@@ -166,3 +167,24 @@ def test_subtitles_with_impossible_times_are_bad_timing(tmp_path, demo_corpora):
     assert sorted(n for m in metas for n in m["segments"]) == [1, 3]
     for m in metas:  # start, end and duration agree
         assert m["end"] - m["start"] == pytest.approx(m["duration"], abs=0.01)
+
+
+# --- 6. a wrong language ------------------------------------------------------------------------
+
+
+def test_a_wrong_language_is_one_line_everywhere(tiny_base, demo_corpora, demo_shards, run_dir, capsys):
+    out = run_dir / "shards"
+    quiz = demo_corpora[0] / "quiz"
+    for base in ([], ["--base_model", str(tiny_base)]):  # with a base model or without
+        assert main(["prepare", "--corpus", f"quiz={quiz}", "--out", str(out), "--language", "hun", *base]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--language 'hun'" in err and "did you mean hu?" in err and "zh-cn" in err
+        assert not out.exists()  # no empty output folder
+    assert main(["prepare", "--corpus", f"quiz={quiz}", "--out", str(out), "--language", "xx"]) == 2
+    assert "'xx': not a language code XTTS-v2 knows" in capsys.readouterr().err
+    wav = str(quiz / "wavs" / "quiz_0001.wav")
+    args = ["--model", str(tiny_base), "--reference", wav, "--out", str(run_dir / "samples"), "--language", "hun"]
+    assert main(["generate", *args]) == 2
+    assert "--language 'hun'" in capsys.readouterr().err and not (run_dir / "samples").exists()
+    with pytest.raises(SystemExit, match=r"model.language 'magyar'.*did you mean hu\?.*en es fr"):
+        cli_main(["fit", *quiz_fit_args(tiny_base, demo_shards, "--model.language=magyar")])

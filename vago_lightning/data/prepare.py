@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
+from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID, language_problem
 from ..errors import AudioError, DataError, UsageError
 from ..files import publish_dir, sha256_file, write_text_atomic
 from ..metrics import EMBEDDING_SIZE
@@ -503,6 +503,9 @@ def prepare(
     progress: bool = True,
 ) -> tuple[Manifest, dict[str, bool]]:
     """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
+    problem = language_problem(settings.language, "--language")
+    if problem:
+        raise UsageError(problem)  # before any folder is made
     for name in corpora:
         if not key_safe(name):
             raise UsageError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")

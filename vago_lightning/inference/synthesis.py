@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
+from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END, language_problem
 from ..data.audio import load_clip
 from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
 from ..files import publish_dir
@@ -135,6 +135,11 @@ class Settings:
     repetition_penalty: float = 5.0
     seed: int = 0
     max_new_tokens: int | None = None  # None: token_cap(text), proportional to the text
+
+    def __post_init__(self):
+        problem = language_problem(self.language, "--language")
+        if problem:
+            raise UsageError(problem)  # coqui's own answer is a 43-line traceback, after the model loaded
 
 
 @torch.inference_mode()
