@@ -188,3 +188,20 @@ def test_a_wrong_language_is_one_line_everywhere(tiny_base, demo_corpora, demo_s
     assert "--language 'hun'" in capsys.readouterr().err and not (run_dir / "samples").exists()
     with pytest.raises(SystemExit, match=r"model.language 'magyar'.*did you mean hu\?.*en es fr"):
         cli_main(["fit", *quiz_fit_args(tiny_base, demo_shards, "--model.language=magyar")])
+
+
+# --- 8. no similarity without speech ------------------------------------------------------------
+
+
+def test_generate_shows_no_similarity_for_a_sample_without_speech(tiny_base, demo_corpora, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Jó estét kívánok!\n", encoding="utf-8")
+    wav = str(demo_corpora[0] / "quiz" / "wavs" / "quiz_0001.wav")
+    out = tmp_path / "samples"
+    args = ["--model", str(tiny_base), "--reference", wav, "--texts", str(texts), "--out", str(out)]
+    assert main(["generate", *args, "--temperature", "0.65", "--max-new-tokens", "20"]) == 0
+    (sample,) = json.loads((out / "index.json").read_text())["samples"]
+    assert "no_speech" in sample["flags"]  # the tiny random model speaks noise
+    assert sample["speaker_similarity"] is None
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.endswith("]")]
+    assert "similarity –," in line and "no_speech" in line
