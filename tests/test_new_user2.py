@@ -13,6 +13,7 @@ import yaml
 
 from vago_lightning.__main__ import main
 from vago_lightning.data.corpus import shard_key
+from vago_lightning.data.normalise import join_digit_groups, spoken_form
 from vago_lightning.data.prepare import PrepareSettings, prepare
 from vago_lightning.inference.report import baseline_of, read_run
 from vago_lightning.training.cli import cli_main
@@ -205,3 +206,33 @@ def test_generate_shows_no_similarity_for_a_sample_without_speech(tiny_base, dem
     assert sample["speaker_similarity"] is None
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.endswith("]")]
     assert "similarity –," in line and "no_speech" in line
+
+
+# --- 9. text normalisation ----------------------------------------------------------------------
+
+
+def test_hungarian_numbers_in_groups_are_one_number():
+    forms = {
+        "100 000 Ft": "százezer ft",
+        "100.000 Ft": "százezer ft",
+        "100\u00a0000 Ft": "százezer ft",  # a no-break space, as word processors write it
+        "100\u202f000 Ft": "százezer ft",  # a narrow no-break space
+        "1 234 567 néző": "egymillió-kétszázharmincnégyezer-ötszázhatvanhét néző",
+        "A 3. kérdés 100 000 Ft-ért, dr. Kovács!": "a harmadik kérdés százezer ft-ért, doktor kovács!",
+        "12,5 százalék": "tizenkettő egész öt tized százalék",  # a decimal comma stays one
+        "3 kérdés 100 pontért": "három kérdés száz pontért",  # not groups of three: apart
+    }
+    for written, spoken in forms.items():
+        assert spoken_form(join_digit_groups(written), "hu") == spoken, written
+
+
+def test_prepare_lists_the_lines_its_text_normalisation_changed(tmp_path, demo_corpora):
+    rows = [("q1.wav", "A 3. kérdés 100 000 Ft-ért, dr. Kovács!"), ("q2.wav", "Jó estét, kedves nézők!")]
+    root = tmp_path / "hu"
+    _coqui_corpus(root, rows, demo_corpora[0])
+    out = tmp_path / "out"
+    prepare({"hu": root}, out, PrepareSettings(val_fraction=0.0, speaker_check=False), progress=False)
+    (row,) = [json.loads(x) for x in (out / "normalised.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["original"] == rows[0][1] and row["spoken"] == "a harmadik kérdés százezer ft-ért, doktor kovács!"
+    assert row["line"] == 2 and row["source"] == str(root / "metadata.csv") and row["id"] == "q1"
+    assert "text normalisation changed the words of 1 line" in (out / "summary.md").read_text(encoding="utf-8")

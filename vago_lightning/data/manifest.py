@@ -63,6 +63,7 @@ class CorpusEntry:
     rejected_total: int
     speaker_outliers: int = 0  # clips far from the corpus's speaker (speaker_outliers.jsonl)
     speaker_threshold: float | None = None  # the similarity under which a clip counted as one
+    normalised: int = 0  # kept lines whose words coqui's text cleaning changes (normalised.jsonl)
 
     @classmethod
     def from_dict(cls, d: dict) -> CorpusEntry:

@@ -36,6 +36,7 @@ from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, key_safe, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
+from .normalise import join_digit_groups, spoken_form, words_changed
 
 
 @dataclass
@@ -53,6 +54,7 @@ class PrepareSettings:
 
 
 TRIM_KEEP = 0.2  # seconds of silence kept before and after the speech when trimming
+TEXT_RULES = 2  # raised when what prepare does to a text changes: corpora are then prepared again
 
 
 def category(seconds: float, text: str) -> str:
@@ -66,7 +68,8 @@ def inputs_fingerprint(
     items: list[Item], rejections: list[Rejection], settings: PrepareSettings, base: dict | None, fmt: str
 ) -> str:
     """Changes when any input file (content of text files, size and mtime of audio) or setting does."""
-    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode())
+    rules = [MANIFEST_VERSION, TEXT_RULES]
+    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, rules], sort_keys=True).encode())
     sources = sorted({i.source for i in items} | {r.source for r in rejections})
     for source in sources:
         digest.update(source.encode())
@@ -393,6 +396,7 @@ def prepare_corpus(
         # Each clip goes to the spool as soon as it is processed; only (key, category, duration) stay.
         spool = stack.enter_context(_Spool(tmp / ".spool", embeddings=settings.speaker_check))
         kept: list[_Kept] = []
+        normalised: list[dict] = []  # lines whose words coqui's cleaning changes
         results = closing(
             _run_clips(
                 (items[i] for i in accepted),
@@ -432,6 +436,10 @@ def prepare_corpus(
             }
             if item.segments:
                 meta["segments"] = [number for number, _ in item.segments]
+            spoken = spoken_form(text, settings.language, tokenizer)
+            if words_changed(item.text, spoken):
+                where = {"corpus": name, "id": item.id, "source": item.source, "line": item.line}
+                normalised.append({**where, "original": item.text, "spoken": spoken})
             record = {"key": key, "flac": result["flac"], "meta": meta}
             if "codes" in result:
                 record["codes"] = result["codes"]
@@ -463,10 +471,13 @@ def prepare_corpus(
         entry.rejected = dict(sorted(Counter(r.reason for r in rejected).items()))
         entry.rejected_total = len(rejected)
         entry.speaker_outliers = len(outliers)
+        entry.normalised = len(normalised)
         entry.speaker_threshold = None if threshold is None or threshold != threshold else round(threshold, 4)
         with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
             for row in rejected:
                 f.write(json.dumps(dict(asdict(row), corpus=name), ensure_ascii=False) + "\n")
+        with open(tmp / "normalised.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in normalised)
         with open(tmp / "speaker_outliers.jsonl", "w", encoding="utf-8") as f:
             for o in outliers:
                 row = {k: v for k, v in o.items() if k != "spooled"}
@@ -479,7 +490,8 @@ def prepare_corpus(
 
 
 def _clean(text: str) -> str:
-    return " ".join(text.split())
+    """White space collapsed, and numbers written in groups of three joined (see data.normalise)."""
+    return join_digit_groups(" ".join(text.split()))
 
 
 def _final(record: dict, similarities: np.ndarray | None, i: int) -> dict:
@@ -540,7 +552,7 @@ def prepare(
         totals=totals(entries),
     )
     write_text_atomic(out / "manifest.json", manifest.to_json())
-    for listing in ("rejected.jsonl", "speaker_outliers.jsonl"):
+    for listing in ("rejected.jsonl", "speaker_outliers.jsonl", "normalised.jsonl"):
         lines = "".join(
             (out / n / listing).read_text(encoding="utf-8") for n in entries if (out / n / listing).is_file()
         )
@@ -635,6 +647,7 @@ def summary(manifest: Manifest) -> str:
             f"--val_fraction {min(0.2, round(MIN_VAL_CLIPS / max(1, smallest) + 0.005, 2))}",
         ),
         (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
+        _normalised_check(manifest),
     ]
     for name, e in manifest.corpora.items():
         if e.speaker_outliers:
@@ -651,6 +664,18 @@ def summary(manifest: Manifest) -> str:
             checks.append((True, f"{name}: every clip close to the corpus's speaker"))
     lines += [f"- {'✅' if ok else '⚠️'} {text}" for ok, text in checks]
     return "\n".join(lines) + "\n"
+
+
+def _normalised_check(manifest: Manifest) -> tuple[bool, str]:
+    n = sum(e.normalised for e in manifest.corpora.values())
+    if not n:
+        return True, "text normalisation changed no line's words"
+    return (
+        False,
+        f"text normalisation changed the words of {n} {'line' if n == 1 else 'lines'} (numbers and abbreviations "
+        "spelled out, as XTTS reads them): normalised.jsonl lists each, original and spoken; make sure each "
+        "still matches its audio, or write the words out in the transcript",
+    )
 
 
 def _clips(manifest: Manifest, name: str) -> int:
