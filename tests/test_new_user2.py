@@ -49,17 +49,19 @@ def test_distinct_hungarian_ids_get_distinct_keys_without_dots():
     assert shard_key("kör_01") == shard_key("kör_01")  # stable across runs
 
 
-def test_accented_file_names_are_not_duplicates(tmp_path, demo_corpora):
+def test_accented_file_names_are_not_duplicates(tmp_path, demo_corpora, capsys):
     rows = [("ő_ű.wav", "Jó estét!"), ("á_é.wav", "Jó napot!"), ("kérdés 01.wav", "Ki az?")]
     rows += [("kérdés_01.wav", "Mi az?"), ("kör_01.wav", "Egy kör."), ("kér_01.wav", "Egy kérés.")]
     root = tmp_path / "hu"
     _coqui_corpus(root, [*rows, ("kör_01.wav", "Megint.")], demo_corpora[0])  # the last: a real duplicate
     out = tmp_path / "out"
-    prepare({"hu": root}, out, PrepareSettings(val_fraction=0.0, speaker_check=False), progress=False)
+    prepare({"hu": root}, out, PrepareSettings(val_fraction=0.0, speaker_check=False), progress=True)
+    assert "7/7" in capsys.readouterr().out  # the progress bar ends at n/n (an expectation of the issue)
     (dup,) = _rejected(out)  # only the real duplicate: the same id twice
     assert dup["reason"] == "duplicate_id" and dup["id"] == "kör_01" and dup["line"] == 8
     entry = json.loads((out / "hu" / "corpus.json").read_text())
     assert entry["splits"]["train"]["samples"] == 6
+    assert "- ⚠️ 1 input rejected: 1 duplicate_id (rejected.jsonl" in (out / "summary.md").read_text(encoding="utf-8")
 
 
 # --- 2, 3. a resumed run and validate ---------------------------------------------------------
@@ -118,7 +120,7 @@ def test_validate_checks_the_runs_best_ckpt_and_says_which(tiny_base, demo_shard
 # --- 7. one step numbering ----------------------------------------------------------------------
 
 
-def test_console_tensorboard_checkpoints_and_report_number_steps_alike(tiny_base, demo_shards, run_dir, capsys):
+def test_console_tensorboard_checkpoints_and_report_number_steps_alike(tiny_base, demo_shards, run_dir, capsys, caplog):
     args = ["--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=2"]
     cli_main(["fit", *quiz_fit_args(tiny_base, demo_shards, *args)])
     console = capsys.readouterr().out
@@ -128,6 +130,11 @@ def test_console_tensorboard_checkpoints_and_report_number_steps_alike(tiny_base
     assert [s for s, _ in _scalars(logs, "train/loss")] == [2, 4]
     best = torch.load(run_dir / "checkpoints" / "demo-quiz" / "best.ckpt", weights_only=False)["global_step"]
     assert read_run("demo-quiz").best_step == best
+    # The end of fit says where the best is (an expectation of the issue).
+    value = min(v for s, v in _scalars(logs, "val/loss") if s)
+    assert f"fit ended at step 4; the best is step {best}, val/loss {value:.4f}: checkpoints/demo-quiz/best.ckpt" in (
+        caplog.text
+    )
 
 
 # --- 4, 5. subtitle timing ----------------------------------------------------------------------
@@ -236,3 +243,33 @@ def test_prepare_lists_the_lines_its_text_normalisation_changed(tmp_path, demo_c
     assert row["original"] == rows[0][1] and row["spoken"] == "a harmadik kérdés százezer ft-ért, doktor kovács!"
     assert row["line"] == 2 and row["source"] == str(root / "metadata.csv") and row["id"] == "q1"
     assert "text normalisation changed the words of 1 line" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+# --- what a user expected -----------------------------------------------------------------------
+
+
+def test_windows_backslash_paths_in_metadata_are_accepted(tmp_path, demo_corpora):
+    root = tmp_path / "win"
+    _coqui_corpus(root, [("kviz_031.wav", "Jó estét!")], demo_corpora[0])
+    (root / "metadata.csv").write_text("audio_file|text|speaker_name\r\nwavs\\kviz_031.wav|Jó estét!|host\r\n")
+    out = tmp_path / "out"
+    prepare({"win": root}, out, PrepareSettings(val_fraction=0.0, speaker_check=False), progress=False)
+    entry = json.loads((out / "win" / "corpus.json").read_text())
+    assert entry["rejected_total"] == 0 and entry["splits"]["train"]["index"][0]["key"] == "win_kviz_031"
+
+
+def test_a_text_over_coquis_character_limit_is_named_once(tmp_path, demo_corpora, tiny_base, caplog):
+    sentence = "Jó estét kívánok, kedves nézők, kezdődik a mai játék!"
+    rows = [("long.wav", " ".join([sentence] * 5)), ("short.wav", sentence)]
+    root = tmp_path / "long"
+    _coqui_corpus(root, rows, demo_corpora[0])
+    out = tmp_path / "out"
+    settings = PrepareSettings(val_fraction=0.0, speaker_check=False)
+    prepare({"long": root}, out, settings, tiny_base, progress=False)
+    assert _rejected(out) == []
+    named = [r.getMessage() for r in caplog.records if "characters, over the 224" in r.getMessage()]
+    assert named == [
+        f"long: {root / 'metadata.csv'} line 2: 269 characters, over the 224 coqui-tts advises for 'hu' "
+        "in one piece (it may cut such a text short when speaking it); training reads it whole"
+    ]
+    assert "exceeds the character limit" not in caplog.text  # coqui's own warning, which named no line

@@ -128,7 +128,8 @@ def _read_coqui_csv(root: Path, metadata: Path):
     for number, fields in _lines(metadata):
         if number == 1:
             continue  # header
-        item_id = Path(fields[0].strip()).stem
+        audio_file = fields[0].strip().replace("\\", "/")  # wavs\kviz_031.wav, as Windows writes it
+        item_id = Path(audio_file).stem
         if len(fields) not in (2, 3):
             rejections.append(_malformed(metadata, number, fields, "audio_file|text|speaker_name", item_id))
             continue
@@ -136,7 +137,7 @@ def _read_coqui_csv(root: Path, metadata: Path):
             Item(
                 id=item_id,
                 text=fields[1].strip(),
-                audio=root / fields[0].strip(),
+                audio=root / audio_file,
                 source=str(metadata),
                 line=number,
                 speaker=fields[2].strip() if len(fields) > 2 else "",

@@ -32,6 +32,7 @@ import numpy as np
 from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID, language_problem
 from ..errors import AudioError, DataError, UsageError
 from ..files import publish_dir, sha256_file, write_text_atomic
+from ..log import quiet_known_noise, say
 from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, key_safe, read_corpus, rejections_of, shard_key
@@ -165,11 +166,16 @@ def _run_clips(
         for item in items:
             in_flight.append(pool.submit(_process, item) if pool else item)
             if len(in_flight) >= 4 * max(1, workers):
-                yield _result(in_flight.popleft())
-                bar.advance(task)
+                yield _advanced(bar, task, _result(in_flight.popleft()))
         while in_flight:
-            yield _result(in_flight.popleft())
-            bar.advance(task)
+            yield _advanced(bar, task, _result(in_flight.popleft()))
+
+
+def _advanced(bar, task, result: dict) -> dict:
+    """The bar moves before the result is handed on: the caller stops at the last one, so a bar
+    moved after it would end at n-1 of n."""
+    bar.advance(task)
+    return result
 
 
 def _result(job) -> dict:
@@ -375,6 +381,7 @@ def prepare_corpus(
             rejected += rejections_of(item, *problem)
         else:
             accepted.append(index)
+            _say_if_long(name, item, tokenizer, settings.language)
     del seen
 
     limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
@@ -489,6 +496,17 @@ def prepare_corpus(
     return entry, True
 
 
+def _say_if_long(name: str, item: Item, tokenizer, language: str) -> None:
+    """coqui's "exceeds the character limit" warning, once per line and naming it."""
+    limit = getattr(tokenizer, "char_limits", {}).get(language.split("-")[0], 250)
+    if tokenizer is not None and len(_clean(item.text)) > limit:
+        say(
+            f"{name}: {item.source} line {item.line}: {len(_clean(item.text))} characters, over the {limit} "
+            f"coqui-tts advises for '{language}' in one piece (it may cut such a text short when speaking it); "
+            "training reads it whole"
+        )
+
+
 def _clean(text: str) -> str:
     """White space collapsed, and numbers written in groups of three joined (see data.normalise)."""
     return join_digit_groups(" ".join(text.split()))
@@ -515,6 +533,7 @@ def prepare(
     progress: bool = True,
 ) -> tuple[Manifest, dict[str, bool]]:
     """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
+    quiet_known_noise()
     problem = language_problem(settings.language, "--language")
     if problem:
         raise UsageError(problem)  # before any folder is made
@@ -619,8 +638,8 @@ def summary(manifest: Manifest) -> str:
         )
     else:  # subtitle sources: several segments make one clip
         lines.append(
-            f"Inputs {t['inputs']} (metadata lines and subtitle segments) = {t['train_inputs']} in "
-            f"{t['train']} train clips + {t['val_inputs']} in {t['val']} validation clips + rejected "
+            f"Inputs {t['inputs']} (metadata lines and subtitle segments) = {t['train_inputs']} making the "
+            f"{t['train']} train clips + {t['val_inputs']} making the {t['val']} validation clips + rejected "
             f"{t['rejected']} (rejected.jsonl says which and why)."
         )
     lines += ["", "## Quality checks", ""]
@@ -646,24 +665,38 @@ def summary(manifest: Manifest) -> str:
             + f" (under {MIN_VAL_CLIPS}, its validation loss is noisy); raise --val_fraction, e.g. "
             f"--val_fraction {min(0.2, round(MIN_VAL_CLIPS / max(1, smallest) + 0.005, 2))}",
         ),
-        (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
+        _rejected_check(manifest),
         _normalised_check(manifest),
     ]
     for name, e in manifest.corpora.items():
         if e.speaker_outliers:
-            verb = "rejected (other_speaker)" if e.settings.get("reject_other_speakers") else "kept"
+            rejecting = e.settings.get("reject_other_speakers")
+            verb = "rejected (other_speaker)" if rejecting else "kept"
+            hint = "" if rejecting else ". --reject_other_speakers true leaves them out"
             checks.append(
                 (
                     False,
                     f"{name}: {e.speaker_outliers} clips far from the corpus's speaker (similarity < "
                     f"{e.speaker_threshold:.2f}), {verb}: see speaker_outliers.jsonl; another speaker "
-                    "(an interviewer?) or degraded audio. --reject_other_speakers true leaves them out",
+                    f"(an interviewer?) or degraded audio{hint}",
                 )
             )
         elif e.settings.get("speaker_check"):
             checks.append((True, f"{name}: every clip close to the corpus's speaker"))
     lines += [f"- {'✅' if ok else '⚠️'} {text}" for ok, text in checks]
     return "\n".join(lines) + "\n"
+
+
+def _rejected_check(manifest: Manifest) -> tuple[bool, str]:
+    """Rejections counted per reason, over every corpus."""
+    reasons: Counter = Counter()
+    for e in manifest.corpora.values():
+        reasons.update(e.rejected)
+    if not reasons:
+        return True, "every input usable: none rejected"
+    n = sum(reasons.values())
+    counts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items(), key=lambda rc: (-rc[1], rc[0])))
+    return False, f"{n} {'input' if n == 1 else 'inputs'} rejected: {counts} (rejected.jsonl says which and why)"
 
 
 def _normalised_check(manifest: Manifest) -> tuple[bool, str]:

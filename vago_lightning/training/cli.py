@@ -232,6 +232,23 @@ class XttsCLI(LightningCLI):
         self.datamodule.setup("fit")
         preflight(self.trainer, self.model, self.datamodule)
 
+    def after_fit(self) -> None:
+        """One line at the end: the best step, its val/loss and where its weights are."""
+        if not self.trainer.is_global_zero:
+            return
+        trainer = self.trainer
+        best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
+        if best is None or not best.best_model_path or not Path(best.best_model_path).is_file():
+            say(f"fit ended at step {trainer.global_step} with no best.ckpt: no validation ran", warning=False)
+            return
+        path = Path(best.best_model_path)
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        say(
+            f"fit ended at step {trainer.global_step}; the best is step {read_header(path)['step']}, val/loss "
+            f"{float(best.best_model_score):.4f}: {shown}",
+            warning=False,
+        )
+
     def before_validate(self) -> None:
         self.datamodule.setup("validate")
 
