@@ -8,6 +8,7 @@ It runs in this process with the same functions the other verbs call, so no `mak
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +53,13 @@ def _fit(*configs: str) -> None:
 
     root = config_dir()
     names = ("finetune.yaml", "configs/demo.yaml", *configs)
-    cli_main(["fit", *[arg for name in names for arg in ("--config", str(root / name))]])
+    # The demo's own command line (`demo`) is not the training one: LightningCLI warns when it sees
+    # both, so it sees only the arguments given here.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli_main(["fit", *[arg for name in names for arg in ("--config", str(root / name))]])
+    finally:
+        sys.argv = argv
 
 
 def _finished(run: str) -> Callable[[], bool]:
