@@ -25,7 +25,7 @@ from helpers import corpus_samples
 
 
 def test_export_writes_the_release_layout_with_the_trained_gpt(exported, trained_ckpt, tiny_base):
-    assert sorted(p.name for p in exported.iterdir()) == sorted(RELEASE_FILES + ("speakers_xtts.pth",))
+    assert sorted(p.name for p in exported.iterdir()) == sorted(RELEASE_FILES + ("speakers_xtts.pth", "origin.json"))
     base_size = (tiny_base / "model.pth").stat().st_size
     assert abs((exported / "model.pth").stat().st_size - base_size) < 0.01 * base_size  # no optimizer state
     state = torch.load(exported / "model.pth", weights_only=True)["model"]

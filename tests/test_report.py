@@ -59,7 +59,7 @@ def test_the_report_of_two_stages_matches_the_event_files(tiny_base, demo_shards
     assert report["baseline"] == "demo-quiz"
 
     # The starting point: stage one's best weights, validated on both corpora at step 0.
-    assert run["val/starting_point"] == {0: 1.0} and set(run["val/interview/loss"]) == {0, 2, 5, 8}
+    assert run["val/starting_point"] == {0: 1.0} and set(run["val/interview/loss"]) == {0, 3, 6, 9}
     best = min((s for s in run["val/loss"] if s), key=lambda s: run["val/loss"][s])
     assert report["best_step"] == best
     rows = {(r["corpus"], r["measure"]): r for r in report["corpora"]}

@@ -202,10 +202,16 @@ def generate(
     for s in index["samples"]:
         flags = f" [{', '.join(s['flags'])}]" if s["flags"] else ""
         print(
-            f"{Path(out) / s['file']}: {s['duration']:.2f} s, similarity {s['speaker_similarity']}, RTF "
+            f"{Path(out) / s['file']}: {s['duration']:.2f} s, similarity {_similarity(s)}, RTF "
             f"{s['real_time_factor']}{flags}"
         )
     print(f"index: {Path(out) / 'index.json'}")
+
+
+def _similarity(judged: dict) -> str:
+    """A sample's speaker similarity as shown: "–" where it has no speech (the figure means nothing)."""
+    value = judged["speaker_similarity"]
+    return "–" if value is None or "no_speech" in judged.get("flags", []) else f"{value:.3f}"
 
 
 def compare(

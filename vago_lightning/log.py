@@ -27,6 +27,11 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # A run resumes from its own folder on purpose (`--fresh true` moves an old run aside).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # coqui's tokenizer warns of a long text at every encode, every epoch, without saying which line:
+    # prepare names each such line once instead.
+    logging.getLogger("TTS.tts.layers.xtts.tokenizer").addFilter(
+        lambda record: "exceeds the character limit" not in str(record.msg)
+    )
     # An advertisement for a hosted logger, printed on every run.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))

@@ -283,7 +283,8 @@ def judge(wav: np.ndarray, rate: int, text: str, reference: Reference, hit_token
     """Every figure of one generated clip, and its flags: no_speech, runaway (generation ran to its
     token limit), too_fast / too_slow (against the references' speaking rate)."""
     timing = speech_timing(wav, rate)
-    similarity = cosine(speaker_embedding(wav, rate, timing), reference.embedding)
+    # A clip with no speech has no speaker: its similarity would be a figure that means nothing.
+    similarity = math.nan if timing.no_speech else cosine(speaker_embedding(wav, rate, timing), reference.embedding)
     speed = speaking_rate(text, timing.speech_seconds)
     relative = speed / reference.rate if reference.rate == reference.rate and speed == speed else math.nan
     flags = []

@@ -7,8 +7,10 @@ an `Item` (a clip to prepare) or a `Rejection` that names its source, line and r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +62,25 @@ def rejections_of(item: Item, reason: str, detail: str) -> list[Rejection]:
     return [Rejection(item.source, line, reason, detail, item.id, number) for number, line in item.segments]
 
 
+_KEY_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_HASHED = re.compile(r".*-[0-9a-f]{8}")
+
+
 def shard_key(item_id: str) -> str:
-    """A WebDataset key: WebDataset cuts keys at the first dot, so anything but [A-Za-z0-9_-] becomes _."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", item_id)
+    """A WebDataset key, distinct for distinct ids. WebDataset cuts keys at the first dot, so a key
+    holds only [A-Za-z0-9_-]: an id of those alone is its own key; any other id is folded to them
+    (accents dropped, the rest _) for a readable key, and gets 8 hex digits of its SHA-1, so that
+    `kör_01` and `kér_01`, or `a b` and `a_b`, stay apart. Own keys never end like a hashed one."""
+    if _KEY_SAFE.fullmatch(item_id) and not _HASHED.fullmatch(item_id):
+        return item_id
+    folded = "".join(c for c in unicodedata.normalize("NFKD", item_id) if not unicodedata.combining(c))
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", folded)
+    return f"{readable}-{hashlib.sha1(item_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def key_safe(name: str) -> bool:
+    """Whether `name` may be used as it is inside keys (corpus names)."""
+    return bool(_KEY_SAFE.fullmatch(name))
 
 
 def read_corpus(root: Path, text_check: TextCheck | None = None) -> tuple[list[Item], list[Rejection], str]:
@@ -110,7 +128,8 @@ def _read_coqui_csv(root: Path, metadata: Path):
     for number, fields in _lines(metadata):
         if number == 1:
             continue  # header
-        item_id = Path(fields[0].strip()).stem
+        audio_file = fields[0].strip().replace("\\", "/")  # wavs\kviz_031.wav, as Windows writes it
+        item_id = Path(audio_file).stem
         if len(fields) not in (2, 3):
             rejections.append(_malformed(metadata, number, fields, "audio_file|text|speaker_name", item_id))
             continue
@@ -118,7 +137,7 @@ def _read_coqui_csv(root: Path, metadata: Path):
             Item(
                 id=item_id,
                 text=fields[1].strip(),
-                audio=root / fields[0].strip(),
+                audio=root / audio_file,
                 source=str(metadata),
                 line=number,
                 speaker=fields[2].strip() if len(fields) > 2 else "",
@@ -270,9 +289,12 @@ def items_from_subtitles(
     except (ValueError, KeyError, json.JSONDecodeError) as err:
         return [], [Rejection(str(subtitles), None, "malformed_subtitles", str(err))]
     rejected = []
+    length = _audio_seconds(audio)
     for seg in segments:
         text = " ".join(seg.text.split())
-        problem = text_check(text) if text_check else (None if text else ("empty_text", "no text"))
+        problem = _timing_problem(seg, length)
+        if problem is None:
+            problem = text_check(text) if text_check else (None if text else ("empty_text", "no text"))
         if problem:
             reason, detail = problem
             rejected.append(
@@ -296,8 +318,36 @@ def items_from_subtitles(
                 source=str(subtitles),
                 line=used[0].line,
                 start=start,
-                end=end,
+                end=end if length is None else min(end, length),  # padding stops at the end of the audio
                 segments=[(s.number, s.line) for s in used],
             )
         )
     return items, rejected
+
+
+TIMING_TOLERANCE = 0.05  # seconds a subtitle may run past the end of its audio (rounded timestamps)
+
+
+def _audio_seconds(audio: Path) -> float | None:
+    """The recording's length from its header, or None when it cannot be read (its clips are then
+    rejected when decoded, with the reason)."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(audio)).duration)
+    except Exception:  # noqa: BLE001 - any unreadable file: the decoder says why later
+        return None
+
+
+def _timing_problem(seg: Segment, length: float | None) -> tuple[str, str] | None:
+    """("bad_timing", detail) for a segment whose times cannot be cut from its recording."""
+    span = f"{seg.start:.2f} --> {seg.end:.2f} s"
+    if seg.end <= seg.start:
+        return "bad_timing", f"ends before it starts ({span}): fix its timing line"
+    if length is not None and seg.end > length + TIMING_TOLERANCE:
+        return (
+            "bad_timing",
+            f"runs past the end of the audio ({span}, the recording is {length:.2f} s long): its text would "
+            "not match a shortened clip; fix its timing line or the recording",
+        )
+    return None

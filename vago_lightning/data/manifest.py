@@ -65,6 +65,7 @@ class CorpusEntry:
     speaker_outliers: int = 0  # clips far from the corpus's speaker (speaker_outliers.jsonl)
     speaker_threshold: float | None = None  # the similarity under which a clip counted as one
     files: dict[str, dict] = field(default_factory=dict)  # shard -> {size, sha256}; empty before version 4
+    normalised: int = 0  # kept lines whose words coqui's text cleaning changes (normalised.jsonl)
 
     @classmethod
     def from_dict(cls, d: dict) -> CorpusEntry:

@@ -30,13 +30,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID
+from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID, language_problem
 from ..errors import AudioError, DataError, UsageError
 from ..files import Sink, free_bytes, human_bytes, is_disk_full, publish_dir, sha256_file, write_text_atomic
+from ..log import quiet_known_noise, say
 from ..metrics import EMBEDDING_SIZE
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
-from .corpus import Item, Rejection, read_corpus, rejections_of, shard_key
+from .corpus import Item, Rejection, key_safe, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
+from .normalise import join_digit_groups, spoken_form, words_changed
 from .resume import ClipResults
 
 
@@ -55,6 +57,7 @@ class PrepareSettings:
 
 
 TRIM_KEEP = 0.2  # seconds of silence kept before and after the speech when trimming
+TEXT_RULES = 2  # raised when what prepare does to a text changes: corpora are then prepared again
 
 
 def category(seconds: float, text: str) -> str:
@@ -68,7 +71,8 @@ def inputs_fingerprint(
     items: list[Item], rejections: list[Rejection], settings: PrepareSettings, base: dict | None, fmt: str
 ) -> str:
     """Changes when any input file (content of text files, size and mtime of audio) or setting does."""
-    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, MANIFEST_VERSION], sort_keys=True).encode())
+    rules = [MANIFEST_VERSION, TEXT_RULES]
+    digest = hashlib.sha256(json.dumps([asdict(settings), base, fmt, rules], sort_keys=True).encode())
     sources = sorted({i.source for i in items} | {r.source for r in rejections})
     for source in sources:
         digest.update(source.encode())
@@ -164,11 +168,16 @@ def _run_clips(
         for item in items:
             in_flight.append(pool.submit(_process, item) if pool else item)
             if len(in_flight) >= 4 * max(1, workers):
-                yield _result(in_flight.popleft())
-                bar.advance(task)
+                yield _advanced(bar, task, _result(in_flight.popleft()))
         while in_flight:
-            yield _result(in_flight.popleft())
-            bar.advance(task)
+            yield _advanced(bar, task, _result(in_flight.popleft()))
+
+
+def _advanced(bar, task, result: dict) -> dict:
+    """The bar moves before the result is handed on: the caller stops at the last one, so a bar
+    moved after it would end at n-1 of n."""
+    bar.advance(task)
+    return result
 
 
 def _result(job) -> dict:
@@ -367,18 +376,21 @@ def prepare_corpus(
 
     rejected = list(rejections)
     accepted = array("l")  # indices of the items whose text can be used
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # key -> id
     for index, item in enumerate(items):
         key = shard_key(f"{name}_{item.id}")
-        if key in seen:
-            problem = "duplicate_id", f"id {item.id!r} (key {key}) appears earlier in the corpus"
+        if seen.get(key) == item.id:
+            problem = "duplicate_id", f"id {item.id!r} appears earlier in the corpus"
+        elif key in seen:  # a hash collision of two ids: astronomically rare, but never a silent overwrite
+            problem = "duplicate_id", f"id {item.id!r} has the same key {key} as {seen[key]!r}: rename one"
         else:
             problem = text_problem(_clean(item.text), tokenizer, settings)
-        seen.add(key)
+        seen.setdefault(key, item.id)
         if problem:
             rejected += rejections_of(item, *problem)
         else:
             accepted.append(index)
+            _say_if_long(name, item, tokenizer, settings.language)
     del seen
 
     limits = ClipLimits(min_seconds=settings.min_seconds, max_samples=settings.max_samples)
@@ -403,6 +415,7 @@ def prepare_corpus(
         # Results of an interrupted run of the same command are replayed, not computed again.
         done = ClipResults(out / f".resume-{name}", fingerprint, asdict(settings), name)
         stack.callback(done.close)
+        normalised: list[dict] = []  # lines whose words coqui's cleaning changes
         results = closing(
             _run_clips(
                 (items[i] for i in accepted[done.kept :]),
@@ -442,6 +455,10 @@ def prepare_corpus(
             }
             if item.segments:
                 meta["segments"] = [number for number, _ in item.segments]
+            spoken = spoken_form(text, settings.language, tokenizer)
+            if words_changed(item.text, spoken):
+                where = {"corpus": name, "id": item.id, "source": item.source, "line": item.line}
+                normalised.append({**where, "original": item.text, "spoken": spoken})
             record = {"key": key, "flac": result["flac"], "meta": meta}
             if "codes" in result:
                 record["codes"] = result["codes"]
@@ -474,10 +491,13 @@ def prepare_corpus(
         entry.rejected = dict(sorted(Counter(r.reason for r in rejected).items()))
         entry.rejected_total = len(rejected)
         entry.speaker_outliers = len(outliers)
+        entry.normalised = len(normalised)
         entry.speaker_threshold = None if threshold is None or threshold != threshold else round(threshold, 4)
         with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as f:
             for row in rejected:
                 f.write(json.dumps(dict(asdict(row), corpus=name), ensure_ascii=False) + "\n")
+        with open(tmp / "normalised.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in normalised)
         with open(tmp / "speaker_outliers.jsonl", "w", encoding="utf-8") as f:
             for o in outliers:
                 row = {k: v for k, v in o.items() if k != "spooled"}
@@ -490,8 +510,20 @@ def prepare_corpus(
     return entry, True
 
 
+def _say_if_long(name: str, item: Item, tokenizer, language: str) -> None:
+    """coqui's "exceeds the character limit" warning, once per line and naming it."""
+    limit = getattr(tokenizer, "char_limits", {}).get(language.split("-")[0], 250)
+    if tokenizer is not None and len(_clean(item.text)) > limit:
+        say(
+            f"{name}: {item.source} line {item.line}: {len(_clean(item.text))} characters, over the {limit} "
+            f"coqui-tts advises for '{language}' in one piece (it may cut such a text short when speaking it); "
+            "training reads it whole"
+        )
+
+
 def _clean(text: str) -> str:
-    return " ".join(text.split())
+    """White space collapsed, and numbers written in groups of three joined (see data.normalise)."""
+    return join_digit_groups(" ".join(text.split()))
 
 
 def _final(record: dict, similarities: np.ndarray | None, i: int) -> dict:
@@ -515,8 +547,12 @@ def prepare(
     progress: bool = True,
 ) -> tuple[Manifest, dict[str, bool]]:
     """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
+    quiet_known_noise()
+    problem = language_problem(settings.language, "--language")
+    if problem:
+        raise UsageError(problem)  # before any folder is made
     for name in corpora:
-        if shard_key(name) != name:
+        if not key_safe(name):
             raise UsageError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")
     base = None
     if base_dir is not None:
@@ -560,7 +596,7 @@ def prepare(
         totals=totals(entries),
     )
     write_text_atomic(out / "manifest.json", manifest.to_json())
-    for listing in ("rejected.jsonl", "speaker_outliers.jsonl"):
+    for listing in ("rejected.jsonl", "speaker_outliers.jsonl", "normalised.jsonl"):
         lines = "".join(
             (out / n / listing).read_text(encoding="utf-8") for n in entries if (out / n / listing).is_file()
         )
@@ -639,8 +675,8 @@ def summary(manifest: Manifest) -> str:
         )
     else:  # subtitle sources: several segments make one clip
         lines.append(
-            f"Inputs {t['inputs']} (metadata lines and subtitle segments) = {t['train_inputs']} in "
-            f"{t['train']} train clips + {t['val_inputs']} in {t['val']} validation clips + rejected "
+            f"Inputs {t['inputs']} (metadata lines and subtitle segments) = {t['train_inputs']} making the "
+            f"{t['train']} train clips + {t['val_inputs']} making the {t['val']} validation clips + rejected "
             f"{t['rejected']} (rejected.jsonl says which and why)."
         )
     lines += ["", "## Quality checks", ""]
@@ -666,23 +702,50 @@ def summary(manifest: Manifest) -> str:
             + f" (under {MIN_VAL_CLIPS}, its validation loss is noisy); raise --val_fraction, e.g. "
             f"--val_fraction {min(0.2, round(MIN_VAL_CLIPS / max(1, smallest) + 0.005, 2))}",
         ),
-        (t["rejected"] == 0, f"every input usable: {t['rejected']} rejected"),
+        _rejected_check(manifest),
+        _normalised_check(manifest),
     ]
     for name, e in manifest.corpora.items():
         if e.speaker_outliers:
-            verb = "rejected (other_speaker)" if e.settings.get("reject_other_speakers") else "kept"
+            rejecting = e.settings.get("reject_other_speakers")
+            verb = "rejected (other_speaker)" if rejecting else "kept"
+            hint = "" if rejecting else ". --reject_other_speakers true leaves them out"
             checks.append(
                 (
                     False,
                     f"{name}: {e.speaker_outliers} clips far from the corpus's speaker (similarity < "
                     f"{e.speaker_threshold:.2f}), {verb}: see speaker_outliers.jsonl; another speaker "
-                    "(an interviewer?) or degraded audio. --reject_other_speakers true leaves them out",
+                    f"(an interviewer?) or degraded audio{hint}",
                 )
             )
         elif e.settings.get("speaker_check"):
             checks.append((True, f"{name}: every clip close to the corpus's speaker"))
     lines += [f"- {'✅' if ok else '⚠️'} {text}" for ok, text in checks]
     return "\n".join(lines) + "\n"
+
+
+def _rejected_check(manifest: Manifest) -> tuple[bool, str]:
+    """Rejections counted per reason, over every corpus."""
+    reasons: Counter = Counter()
+    for e in manifest.corpora.values():
+        reasons.update(e.rejected)
+    if not reasons:
+        return True, "every input usable: none rejected"
+    n = sum(reasons.values())
+    counts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items(), key=lambda rc: (-rc[1], rc[0])))
+    return False, f"{n} {'input' if n == 1 else 'inputs'} rejected: {counts} (rejected.jsonl says which and why)"
+
+
+def _normalised_check(manifest: Manifest) -> tuple[bool, str]:
+    n = sum(e.normalised for e in manifest.corpora.values())
+    if not n:
+        return True, "text normalisation changed no line's words"
+    return (
+        False,
+        f"text normalisation changed the words of {n} {'line' if n == 1 else 'lines'} (numbers and abbreviations "
+        "spelled out, as XTTS reads them): normalised.jsonl lists each, original and spoken; make sure each "
+        "still matches its audio, or write the words out in the transcript",
+    )
 
 
 def _clips(manifest: Manifest, name: str) -> int:

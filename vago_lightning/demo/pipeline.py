@@ -9,6 +9,7 @@ verbs are handed in by `commands.demo` (this module does not import `commands`, 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,7 +54,13 @@ def _fit(*configs: str) -> None:
 
     root = config_dir()
     names = ("finetune.yaml", "configs/demo.yaml", *configs)
-    cli_main(["fit", *[arg for name in names for arg in ("--config", str(root / name))]])
+    # The demo's own command line (`demo`) is not the training one: LightningCLI warns when it sees
+    # both, so it sees only the arguments given here.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli_main(["fit", *[arg for name in names for arg in ("--config", str(root / name))]])
+    finally:
+        sys.argv = argv
 
 
 def _finished(run: str) -> Callable[[], bool]:

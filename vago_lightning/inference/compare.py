@@ -21,6 +21,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from .export import read_origin
 from .synthesis import (
     Sentence,
     Settings,
@@ -71,12 +72,46 @@ def compare(
             sample["xtts_encoder_similarity"] = round(float(torch.cosine_similarity(own, xtts_reference, dim=0)), 4)
         report["models"][name] = {
             "path": str(path),
+            "origin": read_origin(path),
             "samples": index["samples"],
             **summarize(index["samples"]),
         }
+    report["conclusion"] = conclusion(report["models"])
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "index.html").write_text(render_html(report, out, references), encoding="utf-8")
     return report
+
+
+def describe_model(name: str, m: dict) -> str:
+    """`combined: exported/demo-combined, run demo-combined at step 216`."""
+    origin = m.get("origin")
+    if not origin:
+        return f"{name}: {m['path']} (no origin.json: not an export of a run, e.g. a base model)"
+    run = f"run {origin['run']}" if origin.get("run") else origin["checkpoint"]
+    return f"{name}: {m['path']}, {run} at step {origin['step']}"
+
+
+def conclusion(models: dict[str, dict]) -> str:
+    """The figures in one plain sentence or two; the ear still decides."""
+    spoken = {n: m for n, m in models.items() if m["speaker_similarity"] is not None}
+    silent = [f"{n} ({m['no_speech']} of {m['count']})" for n, m in models.items() if m["no_speech"]]
+    if not spoken:
+        text = (
+            "No model produced speech in any sample: there is no voice to compare yet; train longer or check the run."
+        )
+    else:
+        ranked = sorted(spoken.items(), key=lambda nm: -nm[1]["speaker_similarity"])
+        best, rest = ranked[0], ranked[1:]
+        text = f"{best[0]} sounds most like the reference speaker (similarity {best[1]['speaker_similarity']:.3f}"
+        text += "".join(f", {n} {m['speaker_similarity']:.3f}" for n, m in rest) + ")."
+        if len(spoken) < len(models):
+            text += " " + ", ".join(sorted(set(models) - set(spoken))) + " produced no speech at all."
+    if silent:
+        text += f" Samples without speech: {', '.join(silent)}."
+    runaway = [f"{n} ({m['runaway']})" for n, m in models.items() if m["runaway"]]
+    if runaway:
+        text += f" Samples that did not stop: {', '.join(runaway)}."
+    return text + " Listen before choosing: the figures do not hear tone, energy or pacing."
 
 
 def _mean(values) -> float | None:
@@ -177,9 +212,11 @@ td.text {{ max-width: 28em; }} .fig {{ font-size: .8em; color: #555; }}
 .flag {{ background: #fde2e1; color: #8a1c14; border-radius: 3px; padding: 0 .3em; }}
 </style></head><body>
 <h1>{e(" vs ".join(names))}</h1>
+<ul id="models">{"".join(f"<li>{e(describe_model(n, m))}</li>" for n, m in report["models"].items())}</ul>
 <h2>Reference</h2><div id="reference">{players}</div>
-<p>Speaking rate of the references: {_figure(rate, "{:.1f} letters per second of speech")}
-{"" if rate is not None else "(unknown: no transcript found beside them)"}.</p>
+<p>Speaking rate of the references: {_figure(rate, "{:.1f} letters per second of speech")}{
+        "" if rate is not None else " (unknown: no transcript found beside them)"
+    }.</p>
 <h2>Objective figures</h2>
 <table id="figures"><tr><th>model</th><th>register</th><th>speaker similarity</th><th>no speech</th>
 <th>speech ratio</th><th>speaking rate vs references</th><th>runaway</th><th>mean duration</th>
@@ -194,5 +231,6 @@ HiFiGAN speaker encoder, which scores even noise highly.</p>
 <h2>What to listen for</h2><ol id="checklist">{checklist}</ol>
 <h2>Samples</h2>
 <table id="samples"><tr><th>text</th><th>temperature</th>{heads}</tr>{"".join(rows)}</table>
+<h2>In short</h2><p id="conclusion">{e(report["conclusion"])}</p>
 </body></html>
 """

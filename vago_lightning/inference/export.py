@@ -1,6 +1,6 @@
 """`export`: a training checkpoint to the public XTTS-v2 release layout, loadable by coqui-tts as is.
 
-    exported/<run>/ config.json model.pth vocab.json dvae.pth mel_stats.pth [speakers_xtts.pth]
+    exported/<run>/ config.json model.pth vocab.json dvae.pth mel_stats.pth [speakers_xtts.pth] origin.json
 
 `model.pth` holds the fine-tuned GPT with the base's HiFiGAN decoder and mel statistics, and no
 optimizer state, so it is about the size of the base's model.pth.
@@ -8,6 +8,7 @@ optimizer state, so it is about the size of the base's model.pth.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,21 @@ from ..model.base import base_fingerprint, check_base_dir, check_gpt_state, gpt_
 
 COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
 SPEAKERS = "speakers_xtts.pth"
+ORIGIN = "origin.json"  # the run, step and checkpoint exported; coqui-tts ignores the file
+
+
+def origin_of(ckpt: dict, path: Path) -> dict:
+    """Which run and step an export holds, for the pages that compare exports."""
+    run = path.parent.name if path.parent.parent.name == "checkpoints" else None
+    return {"checkpoint": str(path), "run": run, "step": int(ckpt.get("global_step", 0))}
+
+
+def read_origin(model_dir: Path) -> dict | None:
+    """An export's origin.json, or None (the base model itself, or an export made before it existed)."""
+    try:
+        return json.loads((Path(model_dir) / ORIGIN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def base_of_checkpoint(ckpt: dict, path: Path, override: str | Path | None) -> Path:
@@ -58,6 +74,7 @@ def export_checkpoint(
 
     with publish_dir(final) as tmp:
         torch.save({"model": state}, tmp / "model.pth")
+        (tmp / ORIGIN).write_text(json.dumps(origin_of(ckpt, ckpt_path), indent=2), encoding="utf-8")
         for name in COPIED + ((SPEAKERS,) if (base / SPEAKERS).is_file() else ()):
             shutil.copy2(base / name, tmp / name)
         if speakers:

@@ -18,8 +18,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
+from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END, language_problem
 from ..data.audio import load_clip
+from ..data.normalise import join_digit_groups
 from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
 from ..files import publish_dir
 
@@ -139,6 +140,11 @@ class Settings:
     seed: int = 0
     max_new_tokens: int | None = None  # None: token_cap(text), proportional to the text
 
+    def __post_init__(self):
+        problem = language_problem(self.language, "--language")
+        if problem:
+            raise UsageError(problem)  # coqui's own answer is a 43-line traceback, after the model loaded
+
 
 @torch.inference_mode()
 def speak(model, text: str, voice, settings: Settings) -> tuple[np.ndarray, bool]:
@@ -148,7 +154,7 @@ def speak(model, text: str, voice, settings: Settings) -> tuple[np.ndarray, bool
     limit = model.tokenizer.char_limits.get(settings.language.split("-")[0], 250)
     model_limit = model.gpt.max_gen_mel_tokens
     out, runaway = [], False
-    for piece in split_sentences(text, limit):
+    for piece in split_sentences(join_digit_groups(text), limit):  # 100 000 read as prepare reads it
         torch.manual_seed(settings.seed)
         cap = min(model_limit, settings.max_new_tokens or token_cap(piece, model_limit))
         # coqui's GPT.generate sets max_length from this attribute; passing max_new_tokens beside it

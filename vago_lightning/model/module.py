@@ -14,7 +14,8 @@ from typing import Literal
 import lightning as L
 import torch
 
-from ..errors import BaseModelError
+from ..constants import language_problem
+from ..errors import BaseModelError, UsageError
 from ..log import say
 from .base import (
     base_fingerprint,
@@ -80,6 +81,9 @@ class XttsGPTModule(L.LightningModule):
             fused_optimizer: AdamW's fused kernel (the same steps within 1e-6; not under 16-mixed).
         """
         super().__init__()
+        problem = language_problem(language, "model.language")
+        if problem:
+            raise UsageError(problem)
         self.save_hyperparameters()
         base = check_base_dir(base_model)
         self.weights = LossWeights(text_ce=text_ce_weight, mel_ce=mel_ce_weight)

@@ -146,7 +146,8 @@ class SampleAudio(L.Callback):
         for register, text in self.sentences.items():
             wav, runaway = speak(model, text, voice, settings)
             judged = metrics.judge(wav, OUTPUT_RATE, text, self._judge_reference, hit_token_limit=runaway)
-            figures.append(f"{register}: similarity {judged['speaker_similarity']}, speech {judged['speech_ratio']}")
+            similarity = "– (no speech)" if judged["speaker_similarity"] is None else judged["speaker_similarity"]
+            figures.append(f"{register}: similarity {similarity}, speech {judged['speech_ratio']}")
             if hasattr(experiment, "add_audio"):
                 step = trainer.global_step
                 experiment.add_audio(f"samples/{register}", torch.from_numpy(wav)[None], step, sample_rate=OUTPUT_RATE)

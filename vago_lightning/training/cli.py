@@ -21,6 +21,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer.connectors.logger_connector import _LoggerConnector
 
 from ..data.datamodule import ShardDataModule
 from ..errors import UsageError, VagoError
@@ -34,6 +35,7 @@ from .checkpoints import (
     move_aside,
     move_corrupt,
     newest_good_checkpoint,
+    read_header,
     remove_partial_saves,
 )
 from .guard import DivergenceGuard, WarningSigns
@@ -74,6 +76,20 @@ class XttsTrainer(L.Trainer):
         callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
         kwargs["callbacks"] = [*callbacks, SkippedClips()]
         super().__init__(*args, precision=chosen, **kwargs)
+        self._logger_connector.__class__ = _GlobalStepLogging
+
+
+class _GlobalStepLogging(_LoggerConnector):
+    """Lightning logs its metrics at `_batches_that_stepped`, one behind `global_step` when a step's
+    train loss or a validation is logged: TensorBoard said step 65 where the console, checkpoints and
+    max_steps said 66. Every figure is logged at global_step here: the optimizer steps done."""
+
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        if step is None and "step" not in metrics:
+            metrics = {**metrics, "epoch": metrics.get("epoch", self.trainer.current_epoch)}  # as Lightning does
+            fixed = getattr(self.trainer, "validated_step", None)  # validate: the checkpoint's own step
+            step = self.trainer.global_step if fixed is None else fixed
+        super().log_metrics(metrics, step)
 
 
 class XttsArgumentParser(OneLineErrors, LightningArgumentParser):
@@ -148,6 +164,8 @@ class XttsCLI(LightningCLI):
             )
         if self.subcommand == "fit":
             self._resume_or_start(config, run)
+        elif self.subcommand == "validate":
+            self._weights_to_validate(config, run)
 
     def _resume_or_start(self, config, run: str) -> None:
         """The same command resumes its run from the newest good checkpoint; --fresh moves it aside."""
@@ -175,9 +193,42 @@ class XttsCLI(LightningCLI):
                 )
                 config.ckpt_path = str(found.path)
         if config.get("ckpt_path"):
-            config.model.init_from = None  # the checkpoint holds the weights; init_from is for new runs
+            # The checkpoint holds the weights; init_from is for new runs. The run's origin stays in
+            # its config.yaml (after_instantiate_classes puts it back): the report reads its baseline there.
+            self._origin = _origin(log_dir) or config.model.init_from
+            config.model.init_from = None
+
+    def _weights_to_validate(self, config, run: str) -> None:
+        """validate of a run checks that run's best.ckpt unless --ckpt_path names other weights, and
+        says which file and step it validates (else init_from or the base model would be, silently)."""
+        best = Path(config.best_checkpoint.dirpath) / "best.ckpt"
+        if not config.get("ckpt_path") and best.is_file():
+            config.ckpt_path = str(best)
+        if config.get("ckpt_path"):
+            try:
+                self._validated_step = read_header(Path(config.ckpt_path))["step"]
+            except Exception as err:  # noqa: BLE001 - any unreadable file is one line
+                raise UsageError(f"--ckpt_path {config.ckpt_path}: cannot be loaded ({err})") from None
+            config.model.init_from = None  # the checkpoint holds the weights
+            say(f"validate: the weights of {config.ckpt_path} (step {self._validated_step})", warning=False)
+        elif config.model.init_from:
+            say(
+                f"validate: {best} not found (has run {run!r} trained?); validating model.init_from "
+                f"{config.model.init_from}, the weights the run starts from",
+                warning=False,
+            )
+        else:
+            say(
+                f"validate: {best} not found (has run {run!r} trained?); validating the base model "
+                f"{config.model.base_model} itself",
+                warning=False,
+            )
 
     def after_instantiate_classes(self) -> None:
+        # validate logs its figures at the step of the weights it validated, beside the run's curve.
+        self.trainer.validated_step = getattr(self, "_validated_step", None)
+        if getattr(self, "_origin", None):
+            self.config[self.subcommand].model.init_from = self._origin  # what config.yaml is written with
         # Every checkpoint is written to a temporary file and renamed into place.
         self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
@@ -187,8 +238,36 @@ class XttsCLI(LightningCLI):
         self.datamodule.setup("fit")
         preflight(self.trainer, self.model, self.datamodule)
 
+    def after_fit(self) -> None:
+        """One line at the end: the best step, its val/loss and where its weights are."""
+        if not self.trainer.is_global_zero:
+            return
+        trainer = self.trainer
+        best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
+        if best is None or not best.best_model_path or not Path(best.best_model_path).is_file():
+            say(f"fit ended at step {trainer.global_step} with no best.ckpt: no validation ran", warning=False)
+            return
+        path = Path(best.best_model_path)
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        say(
+            f"fit ended at step {trainer.global_step}; the best is step {read_header(path)['step']}, val/loss "
+            f"{float(best.best_model_score):.4f}: {shown}",
+            warning=False,
+        )
+
     def before_validate(self) -> None:
         self.datamodule.setup("validate")
+
+
+def _origin(log_dir: Path) -> str | None:
+    """The init_from a run started with, as its config.yaml holds it (None when it has none)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((log_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return ((config.get("model") if isinstance(config, dict) else None) or {}).get("init_from")
 
 
 def _complete(found: Found, config, run: str) -> str | None:
