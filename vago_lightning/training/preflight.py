@@ -97,9 +97,7 @@ class CheckpointSizes:
 
     @classmethod
     def of(cls, module) -> CheckpointSizes:
-        from ..model.module import FROZEN_PREFIXES
-
-        saved = [t for k, t in module.state_dict().items() if not k.startswith(FROZEN_PREFIXES)]
+        saved = [t for k, t in module.state_dict().items() if module.is_saved(k)]
         trainable = [p for p in module.parameters() if p.requires_grad]
         weights = sum(t.numel() * t.element_size() for t in saved) + TENSOR_OVERHEAD * len(saved)
         # AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype, and a step count, per parameter.
