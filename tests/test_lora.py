@@ -3,6 +3,9 @@ adamw8bit`), with their checkpoints, resume, `init_from`, DDP and export."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -139,3 +142,57 @@ def test_the_8bit_adamw_trains_keeps_8bit_moments_and_resumes(tiny_base, demo_sh
     assert any(m.dtype == torch.uint8 for m in moments)  # 8-bit moments (of the tensors of >= 4,096 values)
     cli = cli_main(["fit", *quiz_fit_args(tiny_base, demo_shards, *args, "--trainer.max_steps=6")])
     assert cli.trainer.global_step == 6
+
+
+def test_the_preflight_offers_the_8gb_profile_where_nothing_else_fits():
+    """An 8 GB card (7.6 GB free) at full size: only the LoRA profile fits, and the advice names it."""
+    from vago_lightning.training.preflight import GB, check_gpu, estimate_gpu_memory, profiles_that_fit
+
+    full = dict(trainable=441_000_000, frozen=51_500_000, layers=30, dim=1024, heads=16)
+    advice = profiles_that_fit(**full, batch=3, free=7.6 * GB)
+    assert "(configs/rtx4070-12gb.yaml) ~8.9 GB does not fit" in advice
+    assert "(configs/rtx4060-8gb.yaml) ~3.4 GB fits" in advice
+    twelve = estimate_gpu_memory(**full, batch_size=3, precision="bf16-mixed", gradient_checkpointing=True)
+    with pytest.raises(Exception, match=r"will not fit; .*--config configs/rtx4060-8gb.yaml"):
+        check_gpu(twelve, 7.6 * GB, 8 * GB, "bf16-mixed", 3, gradient_checkpointing=True)
+    # 8-bit moments: 2 bytes a parameter instead of 8
+    eight_bit = estimate_gpu_memory(
+        **full, batch_size=3, precision="bf16-mixed", gradient_checkpointing=True, optimizer="adamw8bit"
+    )
+    assert (twelve.optimizer - eight_bit.optimizer) / GB == pytest.approx(441_000_000 * 6 / GB)
+
+
+class ReportAdapters(L.Callback):
+    """Each rank writes the sum of its adapters' weights (spawned ranks return nothing)."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        total = sum(float(p.double().sum()) for n, p in pl_module.named_parameters() if is_adapter_key(n))
+        (Path(self.out) / f"rank{trainer.global_rank}.json").write_text(json.dumps(total))
+
+
+@pytest.mark.slow
+def test_lora_under_two_process_ddp_keeps_the_ranks_equal(tiny_base, demo_shards, tmp_path):
+    from vago_lightning.data.datamodule import ShardDataModule
+
+    model = XttsGPTModule(base_model=str(tiny_base), finetune="lora", lora={"r": 4}, lr=1e-3, validate_at_start=False)
+    data = ShardDataModule(shards_dir=str(demo_shards), base_model=str(tiny_base), corpora=["quiz"], num_workers=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[ReportAdapters(str(tmp_path))],
+        default_root_dir=tmp_path,
+    )
+    start = sum(float(p.double().sum()) for n, p in model.named_parameters() if is_adapter_key(n))
+    trainer.fit(model, data)
+    sums = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert sums[0] == sums[1] != start  # trained, and the same on both ranks
