@@ -5,7 +5,7 @@
 DIR is a release-shaped base (`tiny-base --like_release true`). A corpus of 9 espeak clips of exactly
 11.0 s (Hungarian sentences spoken until 11 s, cut there) is prepared with DIR's DVAE; then, per
 profile, `fit --config finetune.yaml --config configs/<profile>.yaml` runs `--steps` steps at batch 3
-on the CPU (as the profile's settings say otherwise), with its validation and checkpoints, each in its
+on the CPU (whatever the profile's accelerator says), with its validation and checkpoints, each in its
 own process, whose peak RSS (the kernel's, from wait4) is the figure. The last profile's best.ckpt is
 exported and loaded by coqui-tts strictly (`Xtts.load_checkpoint(strict=True)`), in another process.
 """
@@ -64,6 +64,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--profiles", nargs="+", default=["rtx4070-12gb", "rtx4060-8gb"])
     parser.add_argument("--work", type=Path, help="keep the corpus, shards, runs and logs here")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="every profile at 32-true with an fp32 frozen base: for a CPU without native bf16, where bf16 "
+        "products are emulated (a full-size forward would take hours); fp32 activations are the larger",
+    )
     args = parser.parse_args()
     base = args.base.resolve()
     work = args.work or Path(tempfile.mkdtemp(prefix="profile-fit-"))
@@ -86,6 +92,8 @@ def main() -> None:
             "--trainer.accelerator", "cpu", "--trainer.max_steps", str(args.steps),
             "--trainer.val_check_interval", str(args.steps), "--trainer.limit_val_batches", "1",
         ]  # fmt: skip
+        if args.fp32:
+            cmd += ["--trainer.precision", "32-true", "--model.lora.base_dtype", "float32"]
         code, peak = run_peak(cmd, work, work / f"{profile}.log")
         results[profile] = {"exit": code, "peak_rss_gb": round(peak, 2)}
         print(f"{profile:14s} {args.steps}-step fit at batch 3 x {SECONDS} s: exit {code}, peak RSS {peak:.2f} GB")
