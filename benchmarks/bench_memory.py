@@ -3,20 +3,22 @@
     python benchmarks/bench_memory.py [--base DIR] [--rows fp32 bf16 ...] [--batch 3]
 
 The batch is the longest the data allows: 3 clips of 255,995 samples (11.6 s) with 200 text tokens
-each (precomputed DVAE codes, as prepare stores them). One full step: forward, backward, optimizer.
-Each row runs in a fresh process, so its peak is its own:
+each (precomputed DVAE codes, as prepare stores them). One full step: forward, backward, optimizer, taken
+as a run's second and later steps are (the optimizer's state already there). Each row runs in a fresh
+process, so its peak is its own; each is XttsGPTModule with these arguments and its own optimizer:
 
-- fp32: fp32 weights and activations, as coqui-tts trains (every row but adam8bit steps a fused AdamW, as
-  our training does);
+- fp32: fp32 weights and activations, as coqui-tts trains (fused AdamW, as our training steps it);
 - bf16: bf16-mixed autocast (what `precision: auto` picks on a bf16 GPU such as an RTX 4070);
 - bf16+ckpt: the same with gradient checkpointing of the GPT-2 stack;
-- bf16+ckpt+adam8bit: the same with torchao's 8-bit AdamW (its moments in 8 bits);
-- lora: bf16-mixed, LoRA rank 16 on the GPT-2 stack's attention and MLP (peft), the rest frozen; the
-  adapters are then merged, and the merged GPT loads strictly into coqui's (checked in the row).
+- bf16+ckpt+adamw8bit: the same with `model.optimizer adamw8bit` (bitsandbytes: moments in 8 bits);
+- lora, lora+ckpt: bf16-mixed, `model.finetune lora` (rank 16 on the GPT-2 stack's attention and MLP,
+  the rest frozen), without and with gradient checkpointing; the row checks that the GPT with the
+  adapters merged in loads strictly into coqui's GPT;
+- rtx4070-12gb, rtx4060-8gb: the model settings and precision of configs/<row>.yaml.
 
 On CPU it records peak RSS (weights, grads, optimizer state and activations, no CUDA context): of the
 whole process, and what the step added over the process with the model loaded. On a GPU,
-torch.cuda.max_memory_allocated and max_memory_reserved. adam8bit and lora need `pip install -e .[bench]`.
+torch.cuda.max_memory_allocated and max_memory_reserved.
 The base is a release-shaped one (`tiny-base --like_release`), written to a temporary folder unless
 --base names one.
 """
@@ -35,10 +37,12 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = REPO.parent / "shared" / "xtts-release"
-ROWS = ["fp32", "bf16", "bf16+ckpt", "bf16+ckpt+adam8bit", "lora"]
+PROFILES = ["rtx4070-12gb", "rtx4060-8gb"]  # configs/<name>.yaml
+ROWS = ["fp32", "bf16", "bf16+ckpt", "bf16+ckpt+adamw8bit", "lora", "lora+ckpt", *PROFILES]
 GB = 1024**3
 
 
@@ -74,47 +78,49 @@ def longest_batch(module, batch_size: int, device: str):
     )
 
 
-def add_lora(module, rank: int = 16):
-    """LoRA adapters on the GPT-2 stack (coqui's GPT keeps its other parts, frozen here too)."""
-    from peft import LoraConfig, get_peft_model
-
-    module.gpt.requires_grad_(False)
-    config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True
-    )
-    module.gpt.gpt = get_peft_model(module.gpt.gpt, config)
-    return [p for p in module.gpt.parameters() if p.requires_grad]
+def row_settings(row: str) -> tuple[dict, bool]:
+    """The XttsGPTModule arguments of a row, and whether it runs under bf16-mixed autocast. A profile
+    row takes its model settings from its YAML file, so the row measures what the profile trains."""
+    if row in PROFILES:
+        config = yaml.safe_load((REPO / "configs" / f"{row}.yaml").read_text())
+        return dict(config.get("model", {})), config["trainer"]["precision"] == "bf16-mixed"
+    kwargs = dict(gradient_checkpointing="ckpt" in row)
+    if "lora" in row:
+        kwargs["finetune"] = "lora"
+    if "adamw8bit" in row:
+        kwargs["optimizer"] = "adamw8bit"
+    return kwargs, row != "fp32"
 
 
 def merged_state_loads_strictly(module, base: Path) -> bool:
-    """Merge the adapters back and load the GPT's weights into a plain coqui GPT, strictly."""
+    """The GPT's weights with the adapters merged in load strictly into a plain coqui GPT (what
+    export writes)."""
     from vago_lightning.model.base import build_gpt, load_tokenizer, load_xtts_config
+    from vago_lightning.model.lora import merged_state
 
-    module.gpt.gpt = module.gpt.gpt.merge_and_unload()
     plain = build_gpt(load_xtts_config(base), load_tokenizer(base))
-    plain.load_state_dict(module.gpt.state_dict(), strict=True)
+    plain.load_state_dict(merged_state(module.gpt), strict=True)
     return True
 
 
 def worker(row: str, base: Path, batch_size: int) -> dict:
     from vago_lightning.model.module import XttsGPTModule
-    from vago_lightning.model.optim import weight_decay_groups
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs, bf16 = row_settings(row)
     before_model = current_rss()
-    module = XttsGPTModule(base_model=str(base), gradient_checkpointing="ckpt" in row).to(device)
+    module = XttsGPTModule(base_model=str(base), **kwargs).to(device)
     module.train()
-    if row == "lora":
-        params = [{"params": add_lora(module), "weight_decay": 0.01}]
-    else:
-        params = weight_decay_groups(module.gpt, 0.01)
-    if "adam8bit" in row:
-        from torchao.optim import AdamW8bit
-
-        optimizer = AdamW8bit(params, lr=1e-5, betas=(0.9, 0.96), eps=1e-8)
-    else:
-        # fused, as XttsGPTModule.configure_optimizers makes it (the per-tensor loop and foreach keep temporaries)
-        optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.96), eps=1e-8, fused=True)
+    # The optimizer as training builds it (fused AdamW, or bitsandbytes' AdamW8bit).
+    optimizer = module.configure_optimizers()["optimizer"]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    # Its state exists from the second step of a run on, while the next forward builds its activations:
+    # create it first (a step on zero gradients), so that the measured step is such a step. Measuring the
+    # very first step instead (as the rows before issue 25 did) misses the moments where activations peak.
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     batch = longest_batch(module, batch_size, device)
     loaded = current_rss()
     if device == "cuda":
@@ -123,7 +129,7 @@ def worker(row: str, base: Path, batch_size: int) -> dict:
         loaded_gpu = torch.cuda.memory_allocated()
     start = time.perf_counter()
     # as Lightning's bf16-mixed enters it: no cache of bf16 weight copies
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=row != "fp32", cache_enabled=False):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
         loss = module.losses(batch)["loss"]
     loss.backward()
     optimizer.step()
@@ -135,17 +141,18 @@ def worker(row: str, base: Path, batch_size: int) -> dict:
         "device": device,
         "seconds": round(time.perf_counter() - start, 2),
         "loss": round(float(loss), 3),
-        "trainable_m": round(sum(p.numel() for g in params for p in g["params"]) / 1e6, 2),
+        "trainable_m": round(sum(p.numel() for p in params) / 1e6, 2),
         "rss_model_gb": round((loaded - before_model) / GB, 2),
         "peak_rss_gb": round(peak_rss() / GB, 2),
         "step_adds_gb": round((peak_rss() - loaded) / GB, 2),
+        "optimizer_state_before_step": True,
     }
     if device == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
         result["max_allocated_gb"] = round(torch.cuda.max_memory_allocated() / GB, 2)
         result["max_reserved_gb"] = round(torch.cuda.max_memory_reserved() / GB, 2)
         result["model_allocated_gb"] = round(loaded_gpu / GB, 2)
-    if row == "lora":
+    if module.lora_record:
         result["merged_loads_strictly"] = merged_state_loads_strictly(module, base)
     return result
 

@@ -2,7 +2,8 @@
 # The one short GPU check (under 8 minutes on one card): what only a GPU shows.
 #   bash benchmarks/gpu_check.sh            # on the GPU machine, from the repository root
 #   SIZE=tiny bash benchmarks/gpu_check.sh  # the same steps at toy size (how it is tested on a CPU)
-# 1. memory of one step of the release's 441 M GPT at the longest batch: fp32, bf16, bf16 + checkpointing
+# 1. memory of one step of the release's 441 M GPT at the longest batch: fp32, bf16, bf16 + checkpointing,
+#    and the 8 GB profile (configs/rtx4060-8gb.yaml: LoRA, bf16 base, checkpointing)
 # 2. one training step: coqui's GPTTrainer in fp32 against ours in bf16-mixed, same card, same batches
 # 3. a 20-step fit with configs/rtx4070-12gb.yaml on the demo corpora: s/step and peak GPU memory
 # Figures go to $OUT (default benchmarks/gpu-results/) and to the screen.
@@ -29,7 +30,7 @@ else
 fi
 
 echo "== 1. memory of one step at the longest batch" | tee "$OUT/memory.txt"
-$PY benchmarks/bench_memory.py --base "$WORK/base" --rows fp32 bf16 bf16+ckpt --json "$OUT/memory.json" | tee -a "$OUT/memory.txt"
+$PY benchmarks/bench_memory.py --base "$WORK/base" --rows fp32 bf16 bf16+ckpt rtx4060-8gb --json "$OUT/memory.json" | tee -a "$OUT/memory.txt"
 
 echo "== 2. one step: coqui fp32 against ours" | tee "$OUT/step.txt"
 $PY benchmarks/bench_train_step.py "${STEP[@]}" | tee -a "$OUT/step.txt"

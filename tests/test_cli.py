@@ -18,6 +18,7 @@ CONFIG_SETS = {
     "demo": ["finetune.yaml", "configs/demo.yaml"],
     "demo-quiz": ["finetune.yaml", "configs/demo.yaml", "configs/demo-quiz.yaml"],
     "rtx4070-12gb": ["finetune.yaml", "configs/rtx4070-12gb.yaml"],
+    "rtx4060-8gb": ["finetune.yaml", "configs/rtx4060-8gb.yaml"],
 }
 
 

@@ -66,7 +66,7 @@ def export_checkpoint(
     from ..model.module import check_same_base
 
     check_same_base(ckpt, base_fingerprint(base), str(base), source=str(ckpt_path))
-    trained, _ = gpt_state_from_checkpoint(ckpt_path)
+    trained, _ = gpt_state_from_checkpoint(ckpt_path, base)  # a LoRA run: its adapters merged in
     state = dict(load_model_pth(base / "model.pth")[0])
     check_gpt_state({k[4:]: v for k, v in state.items() if k.startswith("gpt.")}, trained, ckpt_path)
     for key, value in trained.items():

@@ -99,8 +99,10 @@ def voice_from_waveforms(model, wavs: list[torch.Tensor], max_seconds: int = 30)
 def copy_gpt_weights(gpt, model) -> None:
     """Put a training GPT's weights into an inference `Xtts` (whose extra names, `gpt_inference.*`
     and `gpt.wte`, alias the same modules)."""
+    from ..model.lora import merged_state
+
     own = model.gpt.state_dict()
-    state = gpt.state_dict()
+    state = merged_state(gpt)  # a LoRA-trained GPT's adapters merged in; a fully trained one as it is
     unknown = sorted(set(state) - set(own))
     if unknown:
         raise BaseModelError(f"the training GPT has weights the inference model lacks: {unknown[:3]}")

@@ -266,12 +266,14 @@ def build_gpt(config, tokenizer):
     return gpt
 
 
-def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:
+def gpt_state_from_checkpoint(path: str | Path, base_model: str | Path | None = None) -> tuple[dict, str]:
     """The GPT weights (keys relative to the GPT) of a checkpoint, and which kind it was.
 
     Kinds: an XTTS release `model.pth` ({"model": {"gpt.*", "hifigan_decoder.*", ...}}), a coqui
-    trainer `best_model.pth` ({"model": {"xtts.gpt.*", "dvae.*", ...}, "optimizer": ...}), or one of
-    our Lightning checkpoints ({"state_dict": {"gpt.*", ...}}).
+    trainer `best_model.pth` ({"model": {"xtts.gpt.*", "dvae.*", ...}, "optimizer": ...}), one of
+    our Lightning checkpoints ({"state_dict": {"gpt.*", ...}}), or one of a LoRA run, which holds the
+    adapters alone: its GPT is rebuilt from its base (`base_model` when given) and starting weights,
+    with the adapters merged in.
     """
     path = Path(path)
     if not path.is_file():
@@ -281,6 +283,8 @@ def gpt_state_from_checkpoint(path: str | Path) -> tuple[dict, str]:
     else:  # a downloaded model.pth or best_model.pth: weights and plain data only
         state, config = load_model_pth(path, mmap=True)
         ckpt = {"model": state, "config": config}
+    if "state_dict" in ckpt and ckpt.get(LORA_KEY):
+        return lora_checkpoint_gpt_state(ckpt, path, base_model), "lightning-lora"
     if "state_dict" in ckpt:
         state, kind, prefix = ckpt["state_dict"], "lightning", "gpt."
     elif "model" in ckpt and any(k.startswith("xtts.gpt.") for k in ckpt["model"]):
@@ -319,3 +323,51 @@ def check_gpt_state(own: dict, state: dict, source: str | Path) -> None:
         raise BaseModelError(
             f"{source}: GPT keys do not match the base model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+
+
+LORA_KEY = "lora"  # a LoRA run's checkpoints: {"settings", "init_from", "start_checksum"}
+
+
+def starting_gpt(base: Path, init_from: str | Path | None):
+    """The GPT a run starts from: the base's, then `init_from`'s weights when given; and the kind of
+    `init_from`."""
+    gpt = build_gpt(load_xtts_config(base), load_tokenizer(base))
+    state, _ = gpt_state_from_checkpoint(base / "model.pth")
+    load_gpt_weights(gpt, state, base / "model.pth")
+    kind = None
+    if init_from:
+        state, kind = gpt_state_from_checkpoint(init_from)
+        load_gpt_weights(gpt, state, init_from)
+    return gpt, kind
+
+
+def check_lora_start(recorded: dict, checksum: float, source: str | Path) -> None:
+    """One line when an adapter would be applied to other weights than it was trained on top of."""
+    if abs(recorded["start_checksum"] - checksum) > 1e-9 * max(1.0, abs(checksum)):
+        raise BaseModelError(
+            f"{source}: its LoRA adapters were trained on top of the weights of "
+            f"{recorded.get('init_from') or 'the base model'}, which differ from those loaded now; "
+            f"use the same base model and --model.init_from as that run"
+        )
+
+
+def lora_checkpoint_gpt_state(ckpt: dict, path: Path, base_model: str | Path | None) -> dict:
+    """The plain GPT weights of a LoRA run's checkpoint: base, starting weights, adapters merged."""
+    from .lora import LoraSettings, add_lora, is_adapter_key, merged_state, weights_checksum
+
+    recorded = ckpt[LORA_KEY]
+    base = check_base_dir(base_model or ckpt.get("base_model") or ckpt["hyper_parameters"]["base_model"])
+    gpt, _ = starting_gpt(base, recorded.get("init_from"))
+    check_lora_start(recorded, weights_checksum(gpt.state_dict()), path)
+    settings = LoraSettings.of(recorded["settings"])
+    settings.base_dtype = "float32"  # merged into fp32 weights, whatever the run held them in
+    add_lora(gpt, settings)
+    adapters = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.") and is_adapter_key(k)}
+    own = {k for k in gpt.state_dict() if is_adapter_key(k)}
+    if set(adapters) != own:
+        raise BaseModelError(
+            f"{path}: its LoRA adapters do not match its settings (missing {sorted(own - set(adapters))[:3]}, "
+            f"unexpected {sorted(set(adapters) - own)[:3]})"
+        )
+    gpt.load_state_dict(adapters, strict=False)
+    return merged_state(gpt)

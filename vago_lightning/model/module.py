@@ -18,20 +18,20 @@ from ..constants import language_problem
 from ..errors import BaseModelError, UsageError
 from ..log import say
 from .base import (
+    LORA_KEY,
     base_fingerprint,
-    build_gpt,
     check_base_dir,
-    gpt_state_from_checkpoint,
+    check_lora_start,
     load_dvae,
-    load_gpt_weights,
     load_tokenizer,
-    load_xtts_config,
     same_base,
+    starting_gpt,
 )
 from .batching import Batch
 from .features import conditioning_mel, dvae_codes, dvae_mel
+from .lora import LoraSettings, add_lora, is_adapter_key, weights_checksum
 from .losses import LossWeights, PromptMasking, gpt_losses, weighted
-from .optim import lr_factor, weight_decay_groups
+from .optim import OptimizerName, lr_factor, make_optimizer, weight_decay_groups
 
 FROZEN_PREFIXES = ("dvae.", "dvae_mel.", "cond_mel.")
 
@@ -55,6 +55,9 @@ class XttsGPTModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         validate_at_start: bool = True,
         fused_optimizer: bool = True,
+        finetune: Literal["full", "lora"] = "full",
+        lora: LoraSettings | None = None,
+        optimizer: OptimizerName = "adamw",
     ):
         """
         Args:
@@ -79,22 +82,34 @@ class XttsGPTModule(L.LightningModule):
             validate_at_start: a new run validates its starting weights on every corpus before its first
                 step and logs that at step 0: the "before" of the report (stage two's quiz and interview).
             fused_optimizer: AdamW's fused kernel (the same steps within 1e-6; not under 16-mixed).
+            finetune: "full" trains the whole GPT; "lora" trains LoRA adapters on its GPT-2 stack
+                (`lora`), the rest frozen: no gradients or optimizer moments for the 433 M frozen
+                parameters, and checkpoints that hold the adapters alone; export merges them in.
+            lora: the adapters of finetune "lora": r, alpha, dropout, targets, base_dtype.
+            optimizer: "adamw" (torch) or "adamw8bit" (bitsandbytes: its two moments in 8 bits,
+                a quarter of AdamW's optimizer memory; on a CPU its CPU kernels).
         """
         super().__init__()
         problem = language_problem(language, "model.language")
         if problem:
             raise UsageError(problem)
         self.save_hyperparameters()
+        settings = LoraSettings.of(lora)
+        self.hparams["lora"] = settings.as_dict()  # a plain mapping in hparams.yaml and checkpoints
         base = check_base_dir(base_model)
         self.weights = LossWeights(text_ce=text_ce_weight, mel_ce=mel_ce_weight)
         self.tokenizer = load_tokenizer(base)
-        self.gpt = build_gpt(load_xtts_config(base), self.tokenizer)
-        state, _ = gpt_state_from_checkpoint(base / "model.pth")
-        load_gpt_weights(self.gpt, state, base / "model.pth")
+        self.gpt, kind = starting_gpt(base, init_from)
         if init_from:
-            state, kind = gpt_state_from_checkpoint(init_from)
-            load_gpt_weights(self.gpt, state, init_from)
             self.init_kind = kind
+        self.lora_record = None
+        if finetune == "lora":
+            self.lora_record = {
+                "settings": settings.as_dict(),
+                "init_from": str(Path(init_from).resolve()) if init_from else None,
+                "start_checksum": weights_checksum(self.gpt.state_dict()),
+            }
+            add_lora(self.gpt, settings)
         mel_stats = torch.load(base / "mel_stats.pth", map_location="cpu", weights_only=True)
         self.dvae = load_dvae(base / "dvae.pth")
         self.dvae_mel = dvae_mel(mel_stats)
@@ -106,6 +121,15 @@ class XttsGPTModule(L.LightningModule):
             enable_gradient_checkpointing(self.gpt)
 
     # --- train/eval modes -------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """A bf16 frozen base needs autocast to meet fp32 activations in bf16."""
+        precision = str(getattr(self._trainer, "precision", "32-true"))
+        if self.lora_record and self.lora_record["settings"]["base_dtype"] == "bfloat16" and precision != "bf16-mixed":
+            raise UsageError(
+                f"model.lora.base_dtype bfloat16 needs trainer.precision bf16-mixed (it is {precision}); "
+                f"set --trainer.precision bf16-mixed or --model.lora.base_dtype float32"
+            )
 
     def train(self, mode: bool = True):
         """Only the GPT ever trains; the frozen parts stay in eval mode (plain nn.Module.train,
@@ -205,8 +229,8 @@ class XttsGPTModule(L.LightningModule):
         # AdamW's fused kernel (CPU and CUDA; measured 4x faster than the per-tensor loop on CPU), except
         # under 16-mixed, whose grad scaler must unscale the gradients before the step sees them.
         fused = hp.fused_optimizer and str(getattr(self._trainer, "precision", "32-true")) != "16-mixed"
-        optimizer = torch.optim.AdamW(
-            weight_decay_groups(self.gpt, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused
+        optimizer = make_optimizer(
+            hp.optimizer, weight_decay_groups(self.gpt, hp.weight_decay), hp.lr, tuple(hp.betas), hp.eps, fused
         )
         total = self.total_optimizer_steps() if hp.lr_schedule == "cosine" else 0
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -246,25 +270,44 @@ class XttsGPTModule(L.LightningModule):
         """Keep checkpoints to the trained GPT: the frozen DVAE (51.5 M params at full size) comes
         from the base model directory named in the hyperparameters, whose fingerprint is recorded."""
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+        for key in [k for k in state if not self.is_saved(k)]:
             del state[key]
         checkpoint["base_model"] = str(Path(self.hparams.base_model).resolve())
         checkpoint["base_fingerprint"] = self.base_fingerprint
+        if self.lora_record:
+            checkpoint[LORA_KEY] = self.lora_record
+
+    def is_saved(self, key: str) -> bool:
+        """Whether a state key goes into checkpoints: the trained weights only (in LoRA mode the
+        adapters; the frozen rest comes from the base model and `init_from`)."""
+        if self.lora_record:
+            return is_adapter_key(key)
+        return not key.startswith(FROZEN_PREFIXES)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse to resume or validate a checkpoint against another base model than it was trained on."""
+        """Refuse to resume or validate a checkpoint against another base model than it was trained on,
+        and LoRA adapters against other starting weights."""
         check_same_base(checkpoint, self.base_fingerprint, self.hparams.base_model)
+        theirs = checkpoint.get(LORA_KEY)
+        if bool(theirs) != bool(self.lora_record):
+            mode = "lora" if theirs else "full"
+            raise BaseModelError(
+                f"the checkpoint is of a model.finetune {mode} run; resume or validate it with --model.finetune {mode} "
+                f"(to start a new run from its weights, use --model.init_from)"
+            )
+        if theirs:
+            check_lora_start(theirs, self.lora_record["start_checksum"], "the checkpoint")
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Strict, except for the frozen parts checkpoints leave out (they come from the base)."""
+        """Strict, except for what checkpoints leave out (frozen parts: they come from the base)."""
         own = super().state_dict()
         missing = [k for k in own if k not in state_dict]
-        trained = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]
+        trained = [k for k in missing if self.is_saved(k)]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (trained or unexpected):
             raise BaseModelError(
                 f"checkpoint does not match the model: missing {trained[:3]}, "
-                f"unexpected {unexpected[:3]}; it belongs to another base model"
+                f"unexpected {unexpected[:3]}; it belongs to another base model or model.finetune mode"
             )
         full = {**{k: own[k] for k in missing}, **state_dict}
         return super().load_state_dict(full, strict=strict, assign=assign)

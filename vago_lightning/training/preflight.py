@@ -56,6 +56,9 @@ class MemoryEstimate:
 OTHER_STEP_MEMORY_PER_CLIP = 0.46 * GB
 
 
+OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per trainable parameter: two fp32 moments, or two 8-bit ones
+
+
 def estimate_gpu_memory(
     trainable: int,
     frozen: int,
@@ -66,11 +69,15 @@ def estimate_gpu_memory(
     precision: str,
     gradient_checkpointing: bool,
     seq_len: int = 32 + 202 + 253,
+    optimizer: str = "adamw",
+    frozen_bytes: int | None = None,
 ) -> MemoryEstimate:
-    """Bytes the GPU needs for one training step of the XTTS GPT (fp32 weights, grads and AdamW
+    """Bytes the GPU needs for one training step of the XTTS GPT (fp32 weights and grads, AdamW
     moments; transformer activations after Korthikanti et al. at the longest sequence: 32 prompt
     latents, 200 text tokens, 11.6 s of codes; the rest of the step as measured). Within 1% of the
-    measured full-size rows (benchmarks/README.md), against CPU peak RSS."""
+    measured full-size rows (benchmarks/README.md), against CPU peak RSS. `frozen_bytes`: what the
+    frozen parameters take when not all fp32 (a LoRA run's bf16 base); the activations are the same
+    with LoRA (the gradient still flows through every layer)."""
     # Bytes per activation value: 2 under mixed precision; fp32 measured only 1.25x that, not 2x (autocast
     # keeps layer norms, softmax and the residual stream in fp32 anyway).
     act_bytes = 2 if "16" in precision else 2.5
@@ -81,11 +88,20 @@ def estimate_gpu_memory(
     return MemoryEstimate(
         weights=4 * trainable,
         grads=4 * trainable,
-        optimizer=8 * trainable,
+        optimizer=OPTIMIZER_BYTES[optimizer] * trainable,
         activations=activations,
         other=OTHER_STEP_MEMORY_PER_CLIP * batch_size,
-        frozen=4 * frozen,
+        frozen=4 * frozen if frozen_bytes is None else frozen_bytes,
     )
+
+
+def lora_split(gpt_params: int, layers: int, dim: int, r: int, base_dtype: str) -> tuple[int, int]:
+    """(trainable parameters, frozen bytes of the GPT) of LoRA rank `r` on every projection of the
+    GPT-2 stack (c_attn, attention c_proj, c_fc, MLP c_proj: 16 * r * dim per layer)."""
+    adapters = 16 * r * dim * layers
+    projections = 12 * dim * dim * layers  # their weights, held in base_dtype
+    size = 2 if base_dtype == "bfloat16" else 4
+    return adapters, projections * size + (gpt_params - projections) * 4
 
 
 @dataclass
@@ -97,9 +113,7 @@ class CheckpointSizes:
 
     @classmethod
     def of(cls, module) -> CheckpointSizes:
-        from ..model.module import FROZEN_PREFIXES
-
-        saved = [t for k, t in module.state_dict().items() if not k.startswith(FROZEN_PREFIXES)]
+        saved = [t for k, t in module.state_dict().items() if module.is_saved(k)]
         trainable = [p for p in module.parameters() if p.requires_grad]
         weights = sum(t.numel() * t.element_size() for t in saved) + TENSOR_OVERHEAD * len(saved)
         # AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype, and a step count, per parameter.
@@ -155,6 +169,7 @@ def check_gpu(
     precision: str,
     batch_size: int,
     gradient_checkpointing: bool,
+    lora: bool = False,
 ) -> str:
     """Fail with what to change when the estimate does not fit the GPU's free memory."""
     line = (
@@ -175,22 +190,35 @@ def check_gpu(
         advice.append("--model.gradient_checkpointing true")
     if "16" not in precision:
         advice.append("--trainer.precision bf16-mixed (or 16-mixed on cards without bf16)")
+    if not lora:
+        advice.append(f"LoRA: --config {EIGHT_GB_PROFILE} (the profile for 8 GB cards)")
     raise PreflightError(f"{line}: it will not fit; try " + ", ".join(advice or ["a larger GPU"]))
 
 
-# The settings to choose from, cheapest first (configs/rtx4070-12gb.yaml is the third).
+EIGHT_GB_PROFILE = "configs/rtx4060-8gb.yaml"
+SMALL_CARD = 8.5 * GB  # an "8 GB" card reports 7.6-8.0 GiB in total
+# The settings to choose from, cheapest first: (name, precision, gradient checkpointing, LoRA base dtype
+# or None for a full fine-tune). configs/rtx4070-12gb.yaml is the third, configs/rtx4060-8gb.yaml the last.
 PROFILES = [
-    ("fp32", "32-true", False),
-    ("bf16-mixed", "bf16-mixed", False),
-    ("bf16-mixed + gradient checkpointing (configs/rtx4070-12gb.yaml)", "bf16-mixed", True),
+    ("fp32", "32-true", False, None),
+    ("bf16-mixed", "bf16-mixed", False, None),
+    ("bf16-mixed + gradient checkpointing (configs/rtx4070-12gb.yaml)", "bf16-mixed", True, None),
+    (f"LoRA r=16, bf16 base, bf16-mixed + gradient checkpointing ({EIGHT_GB_PROFILE})", "bf16-mixed", True, "bfloat16"),
 ]
 
 
 def profiles_that_fit(trainable: int, frozen: int, layers: int, dim: int, heads: int, batch: int, free: float) -> str:
-    """Which profile fits the card's free memory at the longest batch, with what margin."""
+    """Which profile fits the card's free memory at the longest batch, with what margin. `trainable`:
+    the GPT's parameters (all trained in a full fine-tune); `frozen`: the rest (the DVAE)."""
     found = []
-    for name, precision, checkpointing in PROFILES:
-        estimate = estimate_gpu_memory(trainable, frozen, layers, dim, heads, batch, precision, checkpointing)
+    for name, precision, checkpointing, lora_base in PROFILES:
+        train, frozen_bytes = trainable, 4 * frozen
+        if lora_base:
+            train, gpt_bytes = lora_split(trainable, layers, dim, 16, lora_base)
+            frozen_bytes += gpt_bytes
+        estimate = estimate_gpu_memory(
+            train, frozen, layers, dim, heads, batch, precision, checkpointing, frozen_bytes=frozen_bytes
+        )
         verdict = "fits" if estimate.total <= free else "does not fit"
         found.append(f"{name} ~{estimate.total / GB:.1f} GB {verdict}")
     return f"profiles on this card ({free / GB:.1f} GB free, batch {batch} of the longest clips): " + "; ".join(found)
@@ -207,22 +235,29 @@ def preflight(trainer, module, datamodule) -> list[str]:
     device = trainer.strategy.root_device
     if device.type == "cuda":
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        frozen = [p for p in module.parameters() if not p.requires_grad]
         gpt, hp = module.gpt, module.hparams
+        lora = hp.get("finetune") == "lora"
         batch = datamodule.hparams.batch_size if datamodule is not None else 3
         estimate = estimate_gpu_memory(
             trainable,
-            frozen,
+            sum(p.numel() for p in frozen),
             len(gpt.gpt.h),
             gpt.model_dim,
             gpt.heads,
             batch,
             str(trainer.precision),
             hp.gradient_checkpointing,
+            optimizer=hp.get("optimizer", "adamw"),
+            frozen_bytes=sum(p.numel() * p.element_size() for p in frozen),
         )
         free, total = torch.cuda.mem_get_info(device)
-        lines.append(profiles_that_fit(trainable, frozen, len(gpt.gpt.h), gpt.model_dim, gpt.heads, batch, free))
-        lines.append(check_gpu(estimate, free, total, str(trainer.precision), batch, hp.gradient_checkpointing))
+        gpt_params = sum(p.numel() for n, p in gpt.named_parameters() if ".lora_" not in n)
+        others = sum(p.numel() for p in module.parameters()) - sum(p.numel() for p in gpt.parameters())
+        lines.append(profiles_that_fit(gpt_params, others, len(gpt.gpt.h), gpt.model_dim, gpt.heads, batch, free))
+        if total <= SMALL_CARD and not lora:
+            lines.append(f"a card of {total / GB:.1f} GB: {EIGHT_GB_PROFILE} is the profile made for it (LoRA)")
+        lines.append(check_gpu(estimate, free, total, str(trainer.precision), batch, hp.gradient_checkpointing, lora))
     for line in lines:
         say(f"preflight: {line}", warning=False)
     return lines
