@@ -7,9 +7,11 @@ latents from the references joined).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -49,6 +51,20 @@ CAP_CHARS_PER_SECOND, CAP_EXTRA_SECONDS = 4.0, 1.5
 def token_cap(text: str, model_limit: int) -> int:
     """The default most audio tokens to generate for `text`."""
     return min(model_limit, math.ceil(CODES_PER_SECOND * (CAP_EXTRA_SECONDS + len(text) / CAP_CHARS_PER_SECOND)))
+
+
+@contextlib.contextmanager
+def token_limit(model, piece: str, max_new_tokens: int | None) -> Iterator[int]:
+    """Cap the audio tokens of one generation (yields the cap): coqui's GPT reads its length cap
+    from `max_gen_mel_tokens` (passing max_new_tokens beside it makes transformers warn on every
+    call), so a model that never emits its stop token ends after time for the text, not at 605."""
+    model_limit = model.gpt.max_gen_mel_tokens
+    cap = min(model_limit, max_new_tokens or token_cap(piece, model_limit))
+    model.gpt.max_gen_mel_tokens = cap
+    try:
+        yield cap
+    finally:
+        model.gpt.max_gen_mel_tokens = model_limit
 
 
 def load_xtts(model_dir: str | Path, device: str = "cpu"):
@@ -154,15 +170,10 @@ def speak(model, text: str, voice, settings: Settings) -> tuple[np.ndarray, bool
     and whether a piece ran to its token cap (a model that does not stop: `runaway`)."""
     latents, speaker = voice
     limit = model.tokenizer.char_limits.get(settings.language.split("-")[0], 250)
-    model_limit = model.gpt.max_gen_mel_tokens
     out, runaway = [], False
     for piece in split_sentences(join_digit_groups(text), limit):  # 100 000 read as prepare reads it
         torch.manual_seed(settings.seed)
-        cap = min(model_limit, settings.max_new_tokens or token_cap(piece, model_limit))
-        # coqui's GPT.generate sets max_length from this attribute; passing max_new_tokens beside it
-        # makes transformers warn on every call.
-        model.gpt.max_gen_mel_tokens = cap
-        try:
+        with token_limit(model, piece, settings.max_new_tokens) as cap:
             result = model.inference(
                 piece,
                 settings.language,
@@ -173,8 +184,6 @@ def speak(model, text: str, voice, settings: Settings) -> tuple[np.ndarray, bool
                 top_p=settings.top_p,
                 repetition_penalty=settings.repetition_penalty,
             )
-        finally:
-            model.gpt.max_gen_mel_tokens = model_limit
         runaway |= result["gpt_latents"].shape[1] >= cap - 2  # its latents: one per generated code
         out += [
             np.asarray(result["wav"], dtype=np.float32),

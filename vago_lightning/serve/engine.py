@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ..constants import OUTPUT_RATE
+from ..data.normalise import join_digit_groups
 from ..errors import UsageError
-from ..inference.synthesis import load_xtts, split_sentences, token_cap, voice_from_references
+from ..inference.synthesis import Settings, load_xtts, split_sentences, token_limit, voice_from_references
 
 # A voice is a name: letters, digits and _ . - (no slash, so never a path), at most 64 characters.
 VOICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
@@ -24,17 +25,12 @@ PAUSE_SECONDS = 0.2  # silence between sentences, as `generate` joins them
 TOKEN_MARGIN = 20  # split a piece again when its text tokens come this close to XTTS's 400 limit
 
 
-@dataclass(frozen=True)
-class SpeechSettings:
-    language: str = "hu"
-    temperature: float = 0.65
+@dataclass
+class SpeechSettings(Settings):
+    """`generate`'s sampling settings, and what streaming adds."""
+
     speed: float = 1.0
-    seed: int = 0
-    top_k: int = 50
-    top_p: float = 0.85
-    repetition_penalty: float = 5.0
     stream_chunk_size: int = 20  # GPT tokens per streamed chunk (~0.93 s of speech)
-    max_new_tokens: int | None = None  # per sentence; None: in proportion to its text (token_cap)
 
 
 def pick_device(device: str) -> str:
@@ -60,7 +56,6 @@ class Engine:
         for name, paths in (voices or {}).items():
             self.voices[name] = voice_from_references(self.model, [Path(p) for p in paths])
         self.languages = list(self.model.config.languages)
-        self.model_limit = self.model.gpt.max_gen_mel_tokens
         self.max_text_tokens = self.model.args.gpt_max_text_tokens
 
     def pieces(self, text: str, language: str) -> list[str]:
@@ -68,7 +63,7 @@ class Engine:
         limit (hu 224) and safely under XTTS's 400 text tokens."""
         limit = self.model.tokenizer.char_limits.get(language, 250)
         out: list[str] = []
-        for piece in split_sentences(text, limit):
+        for piece in split_sentences(join_digit_groups(text), limit):  # 100 000 read as prepare reads it
             out += self._under_token_limit(piece, language)
         return out
 
@@ -94,11 +89,7 @@ class Engine:
             if i:
                 yield pause
             torch.manual_seed(settings.seed)  # the same text, voice and seed give the same audio
-            # coqui's GPT.get_generator reads its length cap from this attribute: a model that never
-            # emits its stop token ends after time for the text instead of at 605 tokens.
-            cap = settings.max_new_tokens or token_cap(piece, self.model_limit)
-            self.model.gpt.max_gen_mel_tokens = min(self.model_limit, cap)
-            try:
+            with token_limit(self.model, piece, settings.max_new_tokens):
                 chunks = self.model.inference_stream(
                     piece,
                     settings.language,
@@ -117,5 +108,3 @@ class Engine:
                         chunks.close()
                         return
                     yield chunk.detach().float().cpu().numpy().reshape(-1)
-            finally:
-                self.model.gpt.max_gen_mel_tokens = self.model_limit
