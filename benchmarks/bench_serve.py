@@ -1,9 +1,17 @@
 """Benchmark of `serve` under load: time to first audio, real-time factor, requests per second and
-p50/p95 latency at several concurrencies, and the server's memory after 20 and after 200 requests.
+p50/p95 latency at several concurrencies, and the server's memory after 20 and after 200 requests;
+with `--coqui`, first the same model served by coqui-tts's own `tts-server` against ours, side by side.
 
     python benchmarks/bench_serve.py --model exported/demo-combined [--voice demo_host]
-        [--concurrency 1 4 8] [--requests 8] [--max_new_tokens 60] [--memory 20 200]
+        [--concurrency 1 4 8] [--requests 8] [--max_new_tokens 60] [--memory 20 200] [--coqui]
     python benchmarks/bench_serve.py --release_shaped     # a `tiny-base --like_release` folder (2.1 GB)
+
+`--coqui` needs Flask (`pip install -e '.[bench]'`). coqui's server runs as its users start it
+(`tts-server --model_path DIR --config_path DIR/config.json --language_idx hu`: fp32, the whole answer
+at once, under its lock), with one change: its GPT's cap on audio tokens per sentence is set to ours,
+since a random model never says stop and coqui's own cap is 605 tokens (28 s) per sentence. Both
+answer the same texts in turn (one client); the real-time factor is wall time over audio seconds;
+first audio is the first byte of the body for a three-sentence text (ours streamed PCM, coqui's WAV).
 
 The server is `python -m vago_lightning serve` in its own process on a free loopback port, as a user
 starts it; every request streams PCM (the first audio is the first byte of the body). Texts are the
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import io
 import os
 import platform
 import socket
@@ -26,6 +35,7 @@ import time
 from pathlib import Path
 
 import httpx
+import soundfile as sf
 
 from vago_lightning.constants import OUTPUT_RATE
 from vago_lightning.inference.synthesis import DEFAULT_SENTENCES
@@ -46,33 +56,88 @@ def start(model: Path, flags: list[str]) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    return process, wait_ready(process, f"http://127.0.0.1:{port}", "/health")
+
+
+def wait_ready(process: subprocess.Popen, url: str, path: str) -> str:
     started = time.perf_counter()
     while True:
         if process.poll() is not None:
             sys.exit(f"the server exited ({process.returncode}); run it by hand to see why")
         try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
                 print(f"server ready in {time.perf_counter() - started:.1f} s")
-                return process, url
+                return url
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
 
 
-def one(url: str, voice: str, text: str) -> dict:
-    body = {"model": "tts-1", "input": text, "voice": voice, "response_format": "pcm"}
+def one(url: str, voice: str, text: str, response_format: str = "pcm") -> dict:
+    body = {"model": "tts-1", "input": text, "voice": voice, "response_format": response_format}
     start = time.perf_counter()
-    first, size = None, 0
+    first, data = None, bytearray()
     with httpx.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=3600) as response:
         response.raise_for_status()
         for chunk in response.iter_bytes():
             if chunk and first is None:
                 first = time.perf_counter() - start
-            size += len(chunk)
+            data += chunk
     seconds = time.perf_counter() - start
-    audio = size / 2 / OUTPUT_RATE
+    audio = len(data) / 2 / OUTPUT_RATE if response_format == "pcm" else sf.info(io.BytesIO(bytes(data))).duration
     return {"ttfa": first or seconds, "latency": seconds, "audio": audio}
+
+
+COQUI_SERVER = """
+import os
+from TTS.server import server  # parses sys.argv and loads the model, as `tts-server` does
+server.api.synthesizer.tts_model.gpt.max_gen_mel_tokens = int(os.environ["BENCH_TOKEN_CAP"])
+server.main()
+"""
+
+
+def start_coqui(model: Path, language: str, cap: int, scratch: Path) -> tuple[subprocess.Popen, str]:
+    """coqui-tts's own server on a copy of model.pth (coqui rewrites a release-form model.pth in place
+    when it loads it); the other files are linked."""
+    import shutil
+
+    folder = scratch / "coqui-model"
+    folder.mkdir()
+    for item in Path(model).iterdir():
+        if item.name == "model.pth":
+            shutil.copyfile(item, folder / item.name)
+        else:
+            (folder / item.name).symlink_to(item.resolve())
+    port = free_port()
+    args = ["--model_path", str(folder), "--config_path", str(folder / "config.json")]
+    args += ["--language_idx", language, "--port", str(port)]
+    env = dict(os.environ, BENCH_TOKEN_CAP=str(cap))
+    process = subprocess.Popen(
+        [sys.executable, "-c", COQUI_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    return process, wait_ready(process, f"http://127.0.0.1:{port}", "/")
+
+
+def side_by_side(urls: dict[str, str], voice: str, rounds: int) -> None:
+    """Sequential requests of the default sentences on each server, then one three-sentence text."""
+    three = " ".join(TEXTS[:3])
+    print("| server | sentences | audio | RTF | first audio, 3 sentences | its audio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    figures = {}
+    for name, url in urls.items():
+        fmt = "pcm" if name == "ours" else "wav"
+        one(url, voice, TEXTS[0], fmt)  # warm-up
+        runs = [one(url, voice, text, fmt) for _ in range(rounds) for text in TEXTS]
+        rtf = sum(r["latency"] for r in runs) / sum(r["audio"] for r in runs)
+        first = one(url, voice, three, fmt)
+        figures[name] = (rtf, first["ttfa"])
+        audio = sum(r["audio"] for r in runs)
+        print(f"| {name} | {len(runs)} | {audio:.1f} s | {rtf:.2f} | {first['ttfa']:.2f} s | {first['audio']:.1f} s |")
+    (ours_rtf, ours_first), (coqui_rtf, coqui_first) = figures["ours"], figures["coqui"]
+    print(
+        f"ours vs coqui: real-time factor {coqui_rtf / ours_rtf:.2f}x better; "
+        f"first audio in {ours_first / coqui_first:.2f} of coqui's time"
+    )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -111,6 +176,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per concurrency (at least the concurrency)")
     parser.add_argument("--max_new_tokens", type=int, default=60, help="audio tokens per sentence (60 = 2.8 s)")
     parser.add_argument("--memory", type=int, nargs="*", default=[20, 200], help="RSS after this many requests")
+    parser.add_argument("--coqui", action="store_true", help="first, coqui-tts's tts-server against ours")
+    parser.add_argument("--rounds", type=int, default=1, help="with --coqui: passes over the sentences")
+    parser.add_argument("--language", default="hu")
     parser.add_argument("--memory_tokens", type=int, default=8, help="audio tokens per memory request")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,6 +191,16 @@ def main() -> None:
             parser.error("give --model DIR or --release_shaped")
         cpu = platform.processor() or platform.machine()
         print(f"machine: {os.cpu_count()} CPU cores ({cpu}), torch threads default; model {model}")
+        if args.coqui:
+            servers = {}
+            try:
+                servers["ours"] = start(model, ["--max_new_tokens", str(args.max_new_tokens)])
+                servers["coqui"] = start_coqui(model, args.language, args.max_new_tokens, Path(tmp))
+                side_by_side({name: url for name, (_, url) in servers.items()}, args.voice, args.rounds)
+            finally:
+                for process, _ in servers.values():
+                    process.terminate()
+                    process.wait()
         process, url = start(model, ["--max_new_tokens", str(args.max_new_tokens), "--max_queue", "64"])
         try:
             one(url, args.voice, TEXTS[0])  # warm-up

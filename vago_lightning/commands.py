@@ -301,6 +301,7 @@ def serve(
     cors: list[str] | None = None,
     stream_chunk_size: int = 20,
     max_new_tokens: int | None = None,
+    precision: str = "auto",
     log_level: str = "info",
 ) -> None:
     """Serve a voice: OpenAI's POST /v1/audio/speech (streamed), GET /v1/audio/voices, /v1/models,
@@ -320,6 +321,7 @@ def serve(
         cors: allow browser pages from these origins (e.g. https://example.org); none by default
         stream_chunk_size: audio tokens per streamed chunk (20 = ~0.93 s; fewer: earlier first audio, more work)
         max_new_tokens: cap on audio tokens per sentence (1 = ~46 ms); default: in proportion to the text
+        precision: auto (bf16 on a GPU or a CPU with native bf16, else the GPT's blocks in int8), fp32, bf16, int8
         log_level: uvicorn's log level (info logs every request)
     """
     from .serve.run import check_settings, run_server
@@ -337,6 +339,7 @@ def serve(
         list(cors or []),
         stream_chunk_size,
         max_new_tokens,
+        precision,
     )
     run_server(settings, host, port, workers, log_level)
 

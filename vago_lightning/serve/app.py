@@ -51,6 +51,7 @@ class ServeSettings:
     cors: list[str] = field(default_factory=list)
     stream_chunk_size: int = 20
     max_new_tokens: int | None = None
+    precision: str = "auto"  # inference.precision: auto, fp32, bf16 or int8
     slots: str | None = None  # with several workers: a folder where each claims its GPU index
     threads: int | None = None  # with several workers on a CPU: each one's share of the cores
 
@@ -106,7 +107,9 @@ class Server:
 
     def load(self) -> None:
         try:
-            self.engine = Engine(Path(self.settings.model), self.settings.voices, self.settings.device)
+            self.engine = Engine(
+                Path(self.settings.model), self.settings.voices, self.settings.device, self.settings.precision
+            )
             log.warning(
                 "model %s loaded on %s; voices: %s",
                 self.settings.model,
@@ -173,6 +176,7 @@ class Server:
             "status": "ok",
             "model": self.settings.model_id,
             "device": self.settings.device,
+            "precision": self.engine.precision,
             "voices": len(self.engine.voices),
             "queue": self.queue.state(),
             "served": stats.served,

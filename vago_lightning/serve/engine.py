@@ -17,6 +17,8 @@ import torch
 from ..constants import OUTPUT_RATE
 from ..data.normalise import join_digit_groups
 from ..errors import UsageError
+from ..inference.precision import autocast, quantize_gpt_int8, remove_weight_norm, resolve_precision
+from ..inference.streaming import stream_sentence
 from ..inference.synthesis import Settings, load_xtts, split_sentences, token_limit, voice_from_references
 
 # A voice is a name: letters, digits and _ . - (no slash, so never a path), at most 64 characters.
@@ -45,10 +47,16 @@ class Engine:
     """An XTTS model and its voices: the export's named speakers (speakers_xtts.pth) and the ones given
     as recordings at start (their latents computed once, here)."""
 
-    def __init__(self, model_dir: Path, voices: dict[str, list[Path]] | None = None, device: str = "cpu"):
+    def __init__(
+        self, model_dir: Path, voices: dict[str, list[Path]] | None = None, device: str = "cpu", precision="auto"
+    ):
         self.model_dir = Path(model_dir)
         self.device = device
+        self.precision = resolve_precision(precision, device)
         self.model = load_xtts(self.model_dir, device)
+        remove_weight_norm(self.model.hifigan_decoder.waveform_decoder)  # the same weights, computed once
+        if self.precision == "int8":
+            quantize_gpt_int8(self.model.gpt.gpt)
         self.voices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         manager = getattr(self.model, "speaker_manager", None)
         for name, entry in (manager.speakers if manager is not None else {}).items():
@@ -79,8 +87,9 @@ class Engine:
 
     @torch.inference_mode()
     def stream(self, text: str, voice: str, settings: SpeechSettings, stop: threading.Event) -> Iterator[np.ndarray]:
-        """Float32 chunks at 24 kHz as the model makes them (coqui's `inference_stream`, sentence by
-        sentence, PAUSE_SECONDS apart). Checks `stop` between chunks: a client that left ends it."""
+        """Float32 chunks at 24 kHz as the model makes them (`streaming.stream_sentence`: coqui's GPT
+        sampling, each sample decoded once), sentence by sentence, PAUSE_SECONDS apart. Checks `stop`
+        between chunks: a client that left ends it."""
         latents, speaker = self.voices[voice]
         pause = np.zeros(int(PAUSE_SECONDS * OUTPUT_RATE), dtype=np.float32)
         for i, piece in enumerate(self.pieces(text, settings.language)):
@@ -89,19 +98,19 @@ class Engine:
             if i:
                 yield pause
             torch.manual_seed(settings.seed)  # the same text, voice and seed give the same audio
-            with token_limit(self.model, piece, settings.max_new_tokens):
-                chunks = self.model.inference_stream(
+            with token_limit(self.model, piece, settings.max_new_tokens), autocast(self.precision, self.device):
+                chunks = stream_sentence(
+                    self.model,
                     piece,
                     settings.language,
                     latents,
                     speaker,
-                    stream_chunk_size=settings.stream_chunk_size,
+                    chunk_tokens=settings.stream_chunk_size,
                     temperature=settings.temperature,
                     top_k=settings.top_k,
                     top_p=settings.top_p,
                     repetition_penalty=settings.repetition_penalty,
                     speed=settings.speed,
-                    enable_text_splitting=False,
                 )
                 for chunk in chunks:
                     if stop.is_set():

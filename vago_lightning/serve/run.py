@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
+from ..inference.precision import resolve_precision
 from .app import SETTINGS_ENV, ServeSettings, create_app, settings_json
 from .engine import VOICE_NAME, pick_device
 
@@ -38,6 +39,7 @@ def check_settings(
     cors: list[str],
     stream_chunk_size: int = 20,
     max_new_tokens: int | None = None,
+    precision: str = "auto",
 ) -> ServeSettings:
     from ..data.audio import load_clip
     from ..errors import AudioError
@@ -74,16 +76,19 @@ def check_settings(
     if not 0 < port < 65536:
         raise UsageError(f"--port {port}: choose a port from 1 to 65535")
     check_port_free(host, port)
+    device = pick_device(device)
+    resolve_precision(precision, device)  # a bad choice is one line before anything loads
     return ServeSettings(
         model=str(model),
         voices={name: [str(p) for p in paths] for name, paths in voices.items()},
-        device=pick_device(device),
+        device=device,
         language=language,
         max_queue=max_queue,
         api_key=key,
         cors=list(cors),
         stream_chunk_size=stream_chunk_size,
         max_new_tokens=max_new_tokens,
+        precision=precision,
     )
 
 
