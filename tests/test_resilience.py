@@ -515,3 +515,38 @@ def test_a_checkpoint_is_refused_against_another_base(tiny_base, demo_corpora, t
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "trained on the base model" in err[-1]
+
+
+def test_the_guard_reads_the_device_once_a_step(tiny_base, quiz_samples, tmp_path, monkeypatch):
+    """On a GPU each read of a tensor's value waits for all queued work; the guard reads its facts
+    (loss finite, gradients finite, the loss value) in one transfer per step (issue 24; before: three)."""
+    reads, inside = [], [False]
+
+    class Counting(DivergenceGuard):
+        def on_before_optimizer_step(self, *args):
+            inside[0] = True
+            try:
+                super().on_before_optimizer_step(*args)
+            finally:
+                inside[0] = False
+
+        def on_train_batch_end(self, *args):
+            inside[0] = True
+            try:
+                super().on_train_batch_end(*args)
+            finally:
+                inside[0] = False
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            if inside[0]:
+                reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    module = Faulty(base_model=str(tiny_base), lr=3e-4)
+    trainer = _fit(module, quiz_samples, 4, tmp_path, Counting())
+    assert trainer.global_step == 4
+    assert reads == ["tolist"] * 4

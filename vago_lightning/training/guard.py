@@ -143,6 +143,7 @@ class DivergenceGuard(L.Callback):
         self.lr_factor = lr_factor
         self.events: list[str] = []  # what the guard did, in order (also printed)
         self._loss: torch.Tensor | None = None
+        self._value: float | None = None  # this step's loss, read with its other facts
 
     @property
     def skipped(self) -> int:
@@ -158,8 +159,6 @@ class DivergenceGuard(L.Callback):
         self._loss = loss.detach()  # whatever module trains: the loss it backpropagates
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        loss_bad = self._loss is not None and not bool(torch.isfinite(self._loss))
-        loss_bad = trainer.strategy.reduce_boolean_decision(loss_bad, all=False)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # One pass over the gradients serves the check and TensorBoard (after AMP unscaling, before
         # clipping); under DDP they are already reduced, so this is the same on every rank.
@@ -168,9 +167,9 @@ class DivergenceGuard(L.Callback):
         )
         if norm is not None:
             pl_module.log("train/grad_norm", norm)
-        grads_finite = norm is None or bool(torch.isfinite(norm))
+        loss_bad, grads_bad, self._value = self._facts(trainer, pl_module, norm)
         scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
-        verdict = self.policy.check_step(trainer.global_step, not loss_bad, grads_finite, scaler)
+        verdict = self.policy.check_step(trainer.global_step, not loss_bad, not grads_bad, scaler)
         if verdict.skip:
             for p in params:
                 p.grad = None  # AdamW leaves parameters without gradients untouched
@@ -182,9 +181,29 @@ class DivergenceGuard(L.Callback):
         if verdict.act:
             self._act(trainer, pl_module, verdict.act)
 
+    def _facts(self, trainer, pl_module, norm: torch.Tensor | None) -> tuple[bool, bool, float | None]:
+        """(loss not finite on some rank, gradients not finite, this rank's loss) in ONE transfer from
+        the device: on a GPU every read of a tensor's value waits for all queued work, so the guard
+        reads its three facts together (before: a wait for the loss, one for the gradients, one more
+        for the loss value after the step)."""
+        device = pl_module.device
+        loss = self._loss.float().reshape(-1)[:1] if self._loss is not None else torch.zeros(1, device=device)
+        flags = torch.stack(
+            [
+                ~torch.isfinite(loss[0]),
+                ~torch.isfinite(norm) if norm is not None else torch.zeros((), dtype=torch.bool, device=device),
+            ]
+        ).float()
+        if trainer.world_size > 1:  # every rank takes the same decision
+            flags = trainer.strategy.reduce(flags, reduce_op="sum")
+        loss_bad, grads_bad, value = torch.cat([flags, loss.to(flags.device)]).tolist()
+        return loss_bad > 0, grads_bad > 0, value if self._loss is not None else None
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        value = float(loss) if loss is not None else None
+        value, self._value = self._value, None  # read with the step's other facts
+        if value is None:  # a batch that only accumulated gradients
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            value = float(loss) if loss is not None else None
         verdict = self.policy.check_loss(trainer.global_step - 1, value)  # the step of this batch
         if trainer.strategy.reduce_boolean_decision(verdict.act is not None, all=False):
             self._act(trainer, pl_module, verdict.act or "another rank's loss diverged")
