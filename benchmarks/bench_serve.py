@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import io
+import json
 import os
 import platform
 import socket
@@ -73,8 +74,8 @@ def wait_ready(process: subprocess.Popen, url: str, path: str) -> str:
         time.sleep(0.5)
 
 
-def one(url: str, voice: str, text: str, response_format: str = "pcm") -> dict:
-    body = {"model": "tts-1", "input": text, "voice": voice, "response_format": response_format}
+def one(url: str, voice: str, text: str, response_format: str = "pcm", **extra) -> dict:
+    body = {"model": "tts-1", "input": text, "voice": voice, "response_format": response_format, **extra}
     start = time.perf_counter()
     first, data = None, bytearray()
     with httpx.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=3600) as response:
@@ -96,7 +97,7 @@ server.main()
 """
 
 
-def start_coqui(model: Path, language: str, cap: int, scratch: Path) -> tuple[subprocess.Popen, str]:
+def start_coqui(model: Path, language: str, cap: int, scratch: Path, device: str) -> tuple[subprocess.Popen, str]:
     """coqui-tts's own server on a copy of model.pth (coqui rewrites a release-form model.pth in place
     when it loads it); the other files are linked."""
     import shutil
@@ -110,7 +111,7 @@ def start_coqui(model: Path, language: str, cap: int, scratch: Path) -> tuple[su
             (folder / item.name).symlink_to(item.resolve())
     port = free_port()
     args = ["--model_path", str(folder), "--config_path", str(folder / "config.json")]
-    args += ["--language_idx", language, "--port", str(port)]
+    args += ["--language_idx", language, "--port", str(port), "--device", device]
     env = dict(os.environ, BENCH_TOKEN_CAP=str(cap))
     process = subprocess.Popen(
         [sys.executable, "-c", COQUI_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
@@ -118,18 +119,19 @@ def start_coqui(model: Path, language: str, cap: int, scratch: Path) -> tuple[su
     return process, wait_ready(process, f"http://127.0.0.1:{port}", "/")
 
 
-def side_by_side(urls: dict[str, str], voice: str, rounds: int) -> None:
-    """Sequential requests of the default sentences on each server, then one three-sentence text."""
+def side_by_side(urls: dict[str, str], voice: str, rounds: int, temperature: float) -> None:
+    """Sequential requests of the default sentences on each server, then one three-sentence text. Ours
+    samples at coqui's temperature (the model config's; coqui's server takes none from a request)."""
     three = " ".join(TEXTS[:3])
     print("| server | sentences | audio | RTF | first audio, 3 sentences | its audio |")
     print("|---|---:|---:|---:|---:|---:|")
     figures = {}
     for name, url in urls.items():
-        fmt = "pcm" if name == "ours" else "wav"
-        one(url, voice, TEXTS[0], fmt)  # warm-up
-        runs = [one(url, voice, text, fmt) for _ in range(rounds) for text in TEXTS]
+        fmt, extra = ("pcm", {"temperature": temperature}) if name == "ours" else ("wav", {})
+        one(url, voice, TEXTS[0], fmt, **extra)  # warm-up
+        runs = [one(url, voice, text, fmt, **extra) for _ in range(rounds) for text in TEXTS]
         rtf = sum(r["latency"] for r in runs) / sum(r["audio"] for r in runs)
-        first = one(url, voice, three, fmt)
+        first = one(url, voice, three, fmt, **extra)
         figures[name] = (rtf, first["ttfa"])
         audio = sum(r["audio"] for r in runs)
         print(f"| {name} | {len(runs)} | {audio:.1f} s | {rtf:.2f} | {first['ttfa']:.2f} s | {first['audio']:.1f} s |")
@@ -172,13 +174,15 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a model folder in the release layout")
     parser.add_argument("--release_shaped", action="store_true", help="write and serve a like_release base")
     parser.add_argument("--voice", default="demo_host")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 8], help="none: skip the load part")
     parser.add_argument("--requests", type=int, default=8, help="requests per concurrency (at least the concurrency)")
     parser.add_argument("--max_new_tokens", type=int, default=60, help="audio tokens per sentence (60 = 2.8 s)")
     parser.add_argument("--memory", type=int, nargs="*", default=[20, 200], help="RSS after this many requests")
     parser.add_argument("--coqui", action="store_true", help="first, coqui-tts's tts-server against ours")
     parser.add_argument("--rounds", type=int, default=1, help="with --coqui: passes over the sentences")
     parser.add_argument("--language", default="hu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both servers")
+    parser.add_argument("--precision", default="auto", help="ours: auto, fp32, bf16 or int8")
     parser.add_argument("--memory_tokens", type=int, default=8, help="audio tokens per memory request")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,30 +198,35 @@ def main() -> None:
         if args.coqui:
             servers = {}
             try:
-                servers["ours"] = start(model, ["--max_new_tokens", str(args.max_new_tokens)])
-                servers["coqui"] = start_coqui(model, args.language, args.max_new_tokens, Path(tmp))
-                side_by_side({name: url for name, (_, url) in servers.items()}, args.voice, args.rounds)
+                flags = ["--max_new_tokens", str(args.max_new_tokens), "--device", args.device]
+                servers["ours"] = start(model, [*flags, "--precision", args.precision])
+                coqui_device = "cpu" if args.device == "cpu" else "cuda"
+                servers["coqui"] = start_coqui(model, args.language, args.max_new_tokens, Path(tmp), coqui_device)
+                temperature = json.loads((model / "config.json").read_text())["temperature"]
+                side_by_side({name: url for name, (_, url) in servers.items()}, args.voice, args.rounds, temperature)
             finally:
                 for process, _ in servers.values():
                     process.terminate()
                     process.wait()
-        process, url = start(model, ["--max_new_tokens", str(args.max_new_tokens), "--max_queue", "64"])
-        try:
-            one(url, args.voice, TEXTS[0])  # warm-up
-            print("| concurrency | requests | first audio (p50) | RTF | requests/s | p50 latency | p95 latency |")
-            print("|---|---|---|---|---|---|---|")
-            for c in args.concurrency:
-                r = load(url, args.voice, c, max(args.requests, c))
-                print(
-                    f"| {c} | {r['requests']} | {r['ttfa_p50']:.2f} s | {r['rtf']:.2f} | {r['rps']:.3f} | "
-                    f"{r['p50']:.2f} s | {r['p95']:.2f} s |"
-                )
-        finally:
-            process.terminate()
-            process.wait()
+        flags = ["--device", args.device, "--precision", args.precision]
+        if args.concurrency:
+            process, url = start(model, ["--max_new_tokens", str(args.max_new_tokens), "--max_queue", "64", *flags])
+            try:
+                one(url, args.voice, TEXTS[0])  # warm-up
+                print("| concurrency | requests | first audio (p50) | RTF | requests/s | p50 latency | p95 latency |")
+                print("|---|---|---|---|---|---|---|")
+                for c in args.concurrency:
+                    r = load(url, args.voice, c, max(args.requests, c))
+                    print(
+                        f"| {c} | {r['requests']} | {r['ttfa_p50']:.2f} s | {r['rtf']:.2f} | {r['rps']:.3f} | "
+                        f"{r['p50']:.2f} s | {r['p95']:.2f} s |"
+                    )
+            finally:
+                process.terminate()
+                process.wait()
         if args.memory:
             # Memory: short answers, many of them; what matters is what stays behind per request.
-            process, url = start(model, ["--max_new_tokens", str(args.memory_tokens)])
+            process, url = start(model, ["--max_new_tokens", str(args.memory_tokens), *flags])
             try:
                 done, marks = 0, {}
                 print(f"RSS after start: {rss_mb(url):.0f} MB")

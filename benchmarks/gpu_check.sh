@@ -6,6 +6,8 @@
 #    and the 8 GB profile (configs/rtx4060-8gb.yaml: LoRA, bf16 base, checkpointing)
 # 2. one training step: coqui's GPTTrainer in fp32 against ours in bf16-mixed, same card, same batches
 # 3. a 20-step fit with configs/rtx4070-12gb.yaml on the demo corpora: s/step and peak GPU memory
+# 4. the divergence guard's device reads and CUDA synchronizations per step (bench_guard.py)
+# 5. serving on the GPU: time to first audio and real-time factor, ours against coqui's tts-server
 # Figures go to $OUT (default benchmarks/gpu-results/) and to the screen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,15 @@ if ! (cd "$WORK" && "$ROOT/$PY" -m vago_lightning fit --config "$ROOT/finetune.y
   tail -20 "$OUT/fit.log"; exit 1
 fi
 grep -E "^(step|validation|preflight)" "$OUT/fit.log" | tee -a "$OUT/fit.txt"
+
+echo "== 4. the guard: device reads and synchronizations per step" | tee "$OUT/guard.txt"
+$PY benchmarks/bench_guard.py --base "$WORK/base" --corpus "$WORK/corpora/quiz" --steps 20 | tee -a "$OUT/guard.txt"
+
+echo "== 5. serving: ours against coqui's tts-server (first audio, real-time factor)" | tee "$OUT/serve.txt"
+COQUI=(--coqui)
+$PY -c "import flask" 2>/dev/null || { COQUI=(); echo "flask missing: coqui's server not run (pip install -e '.[bench]')" | tee -a "$OUT/serve.txt"; }
+DEVICE=cuda
+[ "$ACCEL" = cpu ] && DEVICE=cpu
+$PY benchmarks/bench_serve.py --model "$WORK/base" "${COQUI[@]}" --device "$DEVICE" --concurrency 1 --requests 4 \
+  --memory --max_new_tokens 60 | tee -a "$OUT/serve.txt"
 echo "results in $OUT"
