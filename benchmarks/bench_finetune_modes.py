@@ -1,7 +1,7 @@
 """Validation loss of the demo's two stages per fine-tuning mode: LoRA and 8-bit AdamW against full AdamW.
 
     python benchmarks/bench_finetune_modes.py [--work DIR] [--modes full adamw8bit lora lora+adamw8bit]
-                                              [--accelerator cpu|gpu] [--precision 32-true]
+        [--accelerator cpu|gpu] [--precision 32-true|bf16-mixed] [--stage2_steps N] [--keep_finished]
 
 The demo's data are made once in DIR by the demo's own first stages (the tiny random base, the two
 espeak corpora, prepare). Then, per mode, both stages run as `python -m vago_lightning demo` runs
