@@ -87,6 +87,7 @@ def inputs_fingerprint(
 # Per-clip work, in batches of clips, on a few threads of this process
 
 BATCH = 16  # clips decoded together, then run through the DVAE and the speaker encoder together
+MIN_BATCH, ROUNDS = 4, 4  # a small corpus gets smaller batches, down to 4 clips, for 4 per thread
 CODE_GROUP = 8  # most clips of one padded DVAE batch (more: more padding for no gain on a CPU)
 GROUP_SLACK = 0.15  # a DVAE batch computes at most this fraction more frames than its clips hold
 
@@ -201,8 +202,8 @@ def _run_clips(
         task = bar.add_task(label, total=total, completed=done_before)
         in_flight: deque = deque()
         try:
-            items = iter(items)
-            while chunk := list(islice(items, run.batch)):
+            items, size = iter(items), _batch_size(total - done_before, run)
+            while chunk := list(islice(items, size)):
                 in_flight.append(pool.submit(_process_batch, chunk) if pool else chunk)
                 if len(in_flight) >= 2 * run.workers:
                     yield from _advanced(bar, task, _result(in_flight.popleft()))
@@ -212,6 +213,14 @@ def _run_clips(
             for job in in_flight:  # stopped early (an error, a kill): the batches not started are dropped
                 if isinstance(job, Future):
                     job.cancel()
+
+
+def _batch_size(clips: int, run: _RunSettings) -> int:
+    """`run.batch`, or less for a small corpus: at least ROUNDS batches per thread, so the threads
+    finish close together (the last batch runs while the other threads may have nothing left)."""
+    if run.workers == 1:
+        return run.batch
+    return min(run.batch, max(MIN_BATCH, -(-clips // (ROUNDS * run.workers))))
 
 
 def _advanced(bar, task, results: list[dict]) -> Iterator[dict]:
