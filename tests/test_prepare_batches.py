@@ -107,3 +107,14 @@ def test_length_groups_pad_little_and_cover_every_clip_once():
         assert len(g) <= 3 and len(g) * max(lengths[i] for i in g) <= 1.15 * sum(lengths[i] for i in g)
     expected = [[100, 105, 110], [120], [300], [2000], [4800, 5000, 5100]]  # 120 alone: the first group is full
     assert [sorted(lengths[i] for i in g) for g in groups] == expected
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_line(tmp_path, capsys):
+    from vago_lightning.__main__ import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    (tmp_path / "c").mkdir()
+    assert main(["prepare", "--corpus", f"c={tmp_path / 'c'}", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA GPU is visible here" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
