@@ -437,8 +437,8 @@ def test_prepare_killed_half_way_goes_on_and_writes_what_an_uninterrupted_run_wr
         return process(item)
 
     monkeypatch.setattr(prep, "_process", killed_at_the_seventh_clip)
-    with pytest.raises(KeyboardInterrupt):
-        prep.prepare({"quiz": corpus}, out, settings, workers=1, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # clips go in batches: of 3 here, so two were done whole
+        prep.prepare({"quiz": corpus}, out, settings, workers=1, progress=False, batch=3)
     calls.clear()
     monkeypatch.setattr(prep, "_process", lambda item: calls.append(item) or process(item))
     prep.prepare({"quiz": corpus}, out, settings, workers=1, progress=False)

@@ -99,6 +99,7 @@ def prepare(
     reject_other_speakers: bool = _PREPARE.reject_other_speakers,
     trim_silence: bool = _PREPARE.trim_silence,
     workers: int = os.cpu_count() or 1,
+    device: str = "cpu",
     quiet: bool = False,
 ) -> None:
     """Corpora to WebDataset shards with a stratified validation split; nothing is lost silently.
@@ -115,7 +116,8 @@ def prepare(
         speaker_check: embed every clip (resemblyzer) and flag those far from the corpus's speaker
         reject_other_speakers: reject those clips (reason other_speaker) instead of only flagging them
         trim_silence: trim leading and trailing non-speech (silero-vad) to at most 0.2 s
-        workers: processes decoding and encoding clips
+        workers: threads decoding and encoding clips, a batch of clips each (one process: the models load once)
+        device: where the DVAE codes and speaker embeddings are computed: cpu, cuda, cuda:N or auto
         quiet: no progress bar
     """
     from .data.prepare import prepare as run
@@ -137,6 +139,7 @@ def prepare(
         Path(base_model) if base_model else None,
         workers=workers,
         progress=not quiet,
+        device=device,
     )
     for name, was_rebuilt in rebuilt.items():
         print(f"{name}: {'prepared' if was_rebuilt else 'unchanged, nothing to do'}")

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+# The decorator Lightning itself uses (the same object), without importing Lightning: the tools
+# (prepare above all) would pay seconds of start-up for it. Lightning sets its rank on import, and
+# each strategy at setup; until then it is read from the environment, as Lightning does.
+from lightning_utilities.core.rank_zero import rank_zero_only
+
+if getattr(rank_zero_only, "rank", None) is None:
+    rank_zero_only.rank = next(
+        (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK") if k in os.environ), 0
+    )
 
 # A child of Lightning's logger, so messages reach the console next to Lightning's own.
 log = logging.getLogger("lightning.pytorch.vago")

@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from math import gcd
 
@@ -53,17 +53,17 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _model(name: str):
-    """The speaker encoder or the VAD, loaded once per process (a DataLoader or prepare worker loads
-    its own)."""
-    key = (name, os.getpid())
+def _model(name: str, device: str = "cpu"):
+    """The speaker encoder (on `device`) or the VAD, loaded once per process (a DataLoader worker
+    loads its own)."""
+    key = (name, device, os.getpid())
     with _lock:
         if key not in _models:
-            _models[key] = _load_encoder() if name == "encoder" else _load_vad()
+            _models[key] = _load_encoder(device) if name == "encoder" else _load_vad()
         return _models[key]
 
 
-def _load_encoder():
+def _load_encoder(device: str = "cpu"):
     try:
         with warnings.catch_warnings():
             # resemblyzer imports webrtcvad (pkg_resources) and an old scipy path: their deprecations.
@@ -75,7 +75,7 @@ def _load_encoder():
 
         say(f"speaker similarity is not available: resemblyzer does not import ({err}); see the README, Windows")
         return None
-    return VoiceEncoder(device="cpu", verbose=False), normalize_volume
+    return VoiceEncoder(device=device, verbose=False), normalize_volume
 
 
 def _load_vad():
@@ -189,6 +189,67 @@ def speaker_embedding(
     encoder, normalize_volume = loaded
     with _lock, _one_thread():
         return encoder.embed_utterance(normalize_volume(x, -30, increase_only=True)).astype(np.float32)
+
+
+def speaker_embeddings(wavs: Sequence[np.ndarray], rate: int, device: str = "cpu") -> list[np.ndarray | None]:
+    """`speaker_embedding(wav, rate, whole=True)` of each of `wavs`, with the partial utterances of
+    all of them in one pass of the encoder (resemblyzer's `embed_utterance` runs one per clip): the
+    same embeddings within float rounding, in a fraction of the encoder's time per clip on a GPU, and
+    less on a CPU. Thread-safe: prepare calls it from several threads."""
+    import torch
+
+    loaded = _model("encoder", device)
+    if loaded is None:
+        return [None] * len(wavs)
+    encoder, normalize_volume = loaded
+    partials, counts = [], []
+    for wav in wavs:
+        x = to_16k(wav, rate)
+        if not np.any(x):
+            counts.append(0)
+            continue
+        x = normalize_volume(x, -30, increase_only=True)
+        # What embed_utterance does before its encoder pass, at its defaults (1.3 partials a second).
+        wav_slices, mel_slices = encoder.compute_partial_slices(len(x), rate=1.3, min_coverage=0.75)
+        if wav_slices[-1].stop >= len(x):
+            x = np.pad(x, (0, wav_slices[-1].stop - len(x)), "constant")
+        mel = _encoder_mel(x)
+        partials.extend(mel[s] for s in mel_slices)
+        counts.append(len(mel_slices))
+    if not partials:
+        return [None] * len(wavs)
+    with _one_thread(), torch.inference_mode():  # as speaker_embedding: two threads measured slower
+        embedded = encoder(torch.from_numpy(np.array(partials)).to(encoder.device)).cpu().numpy()
+    out, at = [], 0
+    for n in counts:
+        raw = np.mean(embedded[at : at + n], axis=0) if n else None
+        out.append(None if raw is None else (raw / np.linalg.norm(raw, 2)).astype(np.float32))
+        at += n
+    return out
+
+
+def _encoder_mel(x: np.ndarray) -> np.ndarray:
+    """resemblyzer's `wav_to_mel_spectrogram` (librosa: power 2, 25 ms Hann windows every 10 ms,
+    centered with zero padding, 40 slaney mels) in torch, [frames, 40]: the same within float
+    rounding, without librosa's 12 ms einsum per clip and its import (several seconds per process)."""
+    import torch
+    import torchaudio
+
+    n_fft, hop, n_mels = 400, 160, 40
+    if "mel_basis" not in _models:
+        _models["mel_basis"] = torchaudio.functional.melscale_fbanks(
+            n_fft // 2 + 1, 0.0, RATE / 2, n_mels, RATE, norm="slaney", mel_scale="slaney"
+        )
+    spec = torch.stft(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    return (spec.abs().pow(2).T @ _models["mel_basis"]).numpy()
 
 
 def mean_embedding(embeddings) -> np.ndarray | None:

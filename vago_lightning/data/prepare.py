@@ -20,11 +20,10 @@ import sys
 from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import ExitStack, closing, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
-from itertools import chain
-from multiprocessing import get_context
+from itertools import chain, islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -85,30 +84,51 @@ def inputs_fingerprint(
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-clip work, in worker processes
+# Per-clip work, in batches of clips, on a few threads of this process
 
-_WORKER: dict = {}
+BATCH = 16  # clips decoded together, then run through the DVAE and the speaker encoder together
+MIN_BATCH, ROUNDS = 4, 4  # a small corpus gets smaller batches, down to 4 clips, for 4 per thread
+CODE_GROUP = 8  # most clips of one padded DVAE batch (more: more padding for no gain on a CPU)
+GROUP_SLACK = 0.15  # a DVAE batch computes at most this fraction more frames than its clips hold
+
+_WORKER: dict = {}  # what every batch reads: the settings, and the models, loaded once per process
 
 
-def _init_worker(base_dir: str | None, limits: ClipLimits, settings: PrepareSettings, threads: int | None = 1) -> None:
+@dataclass(frozen=True)
+class _RunSettings:
+    """How prepare runs, which its output does not depend on (so not in the fingerprint)."""
+
+    workers: int  # threads, each processing one batch at a time
+    batch: int  # clips per batch
+    device: str  # where the DVAE and the speaker encoder run
+    progress: bool
+
+
+def _init_worker(
+    base_dir: Path | None, base: dict | None, limits: ClipLimits, settings: PrepareSettings, device: str
+) -> None:
+    """The settings and models every batch uses; the models are loaded again only for another base
+    (its fingerprint) or device, so one prepare loads them once for all its corpora (and drops them
+    at its end)."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)  # worker processes: one per core instead
-    _WORKER["limits"] = limits
-    _WORKER["settings"] = settings
-    _WORKER["dvae"] = None
+    _WORKER.update(limits=limits, settings=settings, device=device)
+    models = (str(base_dir), json.dumps(base, sort_keys=True), device) if base_dir else None
+    if "models" in _WORKER and _WORKER["models"] == models:
+        return
+    _WORKER.update(models=models, dvae=None, mel=None)
     if base_dir:
         from ..model.base import load_dvae
         from ..model.features import dvae_mel
 
-        base = Path(base_dir)
-        _WORKER["dvae"] = load_dvae(base / "dvae.pth")
-        _WORKER["mel"] = dvae_mel(torch.load(base / "mel_stats.pth", map_location="cpu", weights_only=True))
+        _WORKER["dvae"] = load_dvae(Path(base_dir) / "dvae.pth").to(device)
+        stats = torch.load(Path(base_dir) / "mel_stats.pth", map_location="cpu", weights_only=True)
+        _WORKER["mel"] = dvae_mel(stats).to(device)
 
 
 def _process(item: Item) -> dict:
-    """Decode, check and encode one clip; the result is a record for a shard or a rejection."""
+    """Decode, check and encode one clip; the result is a record for a shard or a rejection. The
+    decoded clip rides along (`_wav`) to its batch's model passes, which take it out."""
     settings: PrepareSettings = _WORKER["settings"]
     try:
         clip = load_clip(item.audio, item.start, item.end)
@@ -117,71 +137,132 @@ def _process(item: Item) -> dict:
         check_clip(clip, _WORKER["limits"])
     except AudioError as err:
         return {"rejected": err.reason, "detail": err.detail}
-    record = {
+    return {
         "flac": encode_flac(clip),
         "seconds": clip.seconds,
         "source_rate": clip.source_rate,
         "source_channels": clip.source_channels,
+        "_wav": clip.wav,
     }
-    if settings.speaker_check:
+
+
+def _process_batch(items: list[Item]) -> list[dict]:
+    """`_process` each of `items`, then the model passes over the clips kept: one speaker-encoder
+    pass for all of them, and DVAE passes over groups of similar length. Results in item order."""
+    records = [_process(item) for item in items]
+    kept = [r for r in records if "_wav" in r]
+    wavs = [r.pop("_wav") for r in kept]
+    if kept and _WORKER["settings"].speaker_check:
         from .. import metrics
 
         # The whole clip (prepared clips are mostly speech), which spares a VAD pass per clip.
-        record["embedding"] = metrics.speaker_embedding(clip.wav, SAMPLE_RATE, whole=True)
-    if _WORKER["dvae"] is not None:
+        for record, embedding in zip(kept, metrics.speaker_embeddings(wavs, SAMPLE_RATE, _WORKER["device"])):
+            record["embedding"] = embedding
+    if kept and _WORKER["dvae"] is not None:
         import torch
 
-        from ..model.features import dvae_codes
+        from ..model.features import dvae_codes_many
 
-        codes = dvae_codes(_WORKER["dvae"], _WORKER["mel"], torch.from_numpy(clip.wav)[None])[0]
-        record["codes"] = codes.numpy().astype(np.int16)
-    return record
+        for group in length_groups([len(w) for w in wavs]):
+            codes = dvae_codes_many(_WORKER["dvae"], _WORKER["mel"], [torch.from_numpy(wavs[i]) for i in group])
+            for i, c in zip(group, codes):
+                kept[i]["codes"] = c.cpu().numpy().astype(np.int16)
+    return records
+
+
+def length_groups(lengths: list[int], most: int = CODE_GROUP, slack: float = GROUP_SLACK) -> list[list[int]]:
+    """Indices of `lengths` in groups of similar length, shortest first: each group pads its clips to
+    its longest, so a group grows only while that padding stays within `slack` of its clips' length."""
+    groups: list[list[int]] = []
+    total = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        group = groups[-1] if groups else None
+        if group and len(group) < most and (len(group) + 1) * lengths[i] <= (1 + slack) * (total + lengths[i]):
+            group.append(i)
+            total += lengths[i]
+        else:
+            groups.append([i])
+            total = lengths[i]
+    return groups
 
 
 def _run_clips(
-    items: Iterable[Item],
-    total: int,
-    base_dir: Path | None,
-    limits: ClipLimits,
-    settings: PrepareSettings,
-    workers: int,
-    label: str,
-    progress: bool,
-    done_before: int = 0,
+    items: Iterable[Item], total: int, run: _RunSettings, label: str, done_before: int = 0
 ) -> Iterator[dict]:
-    """The result of each of `items`, in order: decoded, checked and encoded in worker processes, a
-    few clips per worker in flight at a time, so that results never pile up whatever the corpus
-    size. The progress bar counts every clip of the corpus (`total`): `done_before` were settled
-    already (rejected for their text)."""
+    """The result of each of `items`, in order: decoded, checked and encoded in batches of `run.batch`
+    clips on `run.workers` threads of this process (the models are loaded once, not once per worker
+    process), a few batches per thread in flight at a time, so that results never pile up whatever
+    the corpus size. The progress bar counts every clip of the corpus (`total`): `done_before` were
+    settled already (rejected for their text)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    args = (str(base_dir) if base_dir else None, limits, settings)
-    if workers <= 1:
-        _init_worker(*args, threads=None)  # in this process: leave its thread count alone
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args)
+    pool = ThreadPoolExecutor(run.workers, thread_name_prefix="prepare") if run.workers > 1 else None
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with pool or nullcontext(), Progress(*columns, disable=not progress) as bar:
+    with pool or nullcontext(), Progress(*columns, disable=not run.progress) as bar:
         task = bar.add_task(label, total=total, completed=done_before)
         in_flight: deque = deque()
-        for item in items:
-            in_flight.append(pool.submit(_process, item) if pool else item)
-            if len(in_flight) >= 4 * max(1, workers):
-                yield _advanced(bar, task, _result(in_flight.popleft()))
-        while in_flight:
-            yield _advanced(bar, task, _result(in_flight.popleft()))
+        try:
+            items, size = iter(items), _batch_size(total - done_before, run)
+            while chunk := list(islice(items, size)):
+                in_flight.append(pool.submit(_process_batch, chunk) if pool else chunk)
+                if len(in_flight) >= 2 * run.workers:
+                    yield from _advanced(bar, task, _result(in_flight.popleft()))
+            while in_flight:
+                yield from _advanced(bar, task, _result(in_flight.popleft()))
+        finally:
+            for job in in_flight:  # stopped early (an error, a kill): the batches not started are dropped
+                if isinstance(job, Future):
+                    job.cancel()
 
 
-def _advanced(bar, task, result: dict) -> dict:
-    """The bar moves before the result is handed on: the caller stops at the last one, so a bar
+def _batch_size(clips: int, run: _RunSettings) -> int:
+    """`run.batch`, or less for a small corpus: at least ROUNDS batches per thread, so the threads
+    finish close together (the last batch runs while the other threads may have nothing left)."""
+    if run.workers == 1:
+        return run.batch
+    return min(run.batch, max(MIN_BATCH, -(-clips // (ROUNDS * run.workers))))
+
+
+def _advanced(bar, task, results: list[dict]) -> Iterator[dict]:
+    """Each result, the bar moved before it is handed on: the caller stops at the last one, so a bar
     moved after it would end at n-1 of n."""
-    bar.advance(task)
-    return result
+    for result in results:
+        bar.advance(task)
+        yield result
 
 
-def _result(job) -> dict:
-    return job.result() if isinstance(job, Future) else _process(job)
+def _result(job) -> list[dict]:
+    return job.result() if isinstance(job, Future) else _process_batch(job)
+
+
+@contextmanager
+def _running(run: _RunSettings):
+    """One torch thread per prepare thread on a CPU (each batch runs on one core, as in a worker
+    process before, instead of every thread's operations waiting on one shared pool); the models
+    are let go at the end."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if run.workers > 1 and run.device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _WORKER.clear()
+
+
+def pick_device(device: str) -> str:
+    """`--device`: auto, cpu, cuda or cuda:N; one line when a GPU is asked for and none is visible."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UsageError(f"--device {device}: use cpu, cuda, cuda:N or auto")
+    return device
 
 
 def trim_silence(clip: Clip) -> Clip:
@@ -358,16 +439,11 @@ def prepare_corpus(
     settings: PrepareSettings,
     base_dir: Path | None,
     base: dict | None,
-    workers: int,
-    progress: bool,
+    tokenizer,
+    run: _RunSettings,
     previous: CorpusEntry | None,
 ) -> tuple[CorpusEntry, bool]:
     """Build (or keep) `out/<name>`; returns its corpus.json entry and whether it was rebuilt."""
-    tokenizer = None
-    if base_dir is not None:
-        from ..model.base import load_tokenizer
-
-        tokenizer = load_tokenizer(base_dir)
     items, rejections, fmt = read_corpus(root, lambda text: text_problem(text, tokenizer, settings))
     fingerprint = inputs_fingerprint(items, rejections, settings, base, fmt)
     target = out / name
@@ -416,16 +492,14 @@ def prepare_corpus(
         done = ClipResults(out / f".resume-{name}", fingerprint, asdict(settings), name)
         stack.callback(done.close)
         normalised: list[dict] = []  # lines whose words coqui's cleaning changes
+        if len(accepted) > done.kept:
+            _init_worker(base_dir, base, limits, settings, run.device)
         results = closing(
             _run_clips(
                 (items[i] for i in accepted[done.kept :]),
                 len(items),
-                base_dir,
-                limits,
-                settings,
-                workers,
+                run,
                 name,
-                progress,
                 len(items) - len(accepted) + done.kept,
             )
         )
@@ -545,49 +619,55 @@ def prepare(
     base_dir: Path | None = None,
     workers: int = 1,
     progress: bool = True,
+    batch: int = BATCH,
+    device: str = "cpu",
 ) -> tuple[Manifest, dict[str, bool]]:
-    """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt."""
+    """Prepare every corpus; returns the manifest and, per corpus, whether it was rebuilt. `workers`
+    threads process `batch` clips at a time each; the DVAE and the speaker encoder run on `device`."""
     quiet_known_noise()
     problem = language_problem(settings.language, "--language")
     if problem:
         raise UsageError(problem)  # before any folder is made
+    run = _RunSettings(max(1, workers), max(1, batch), pick_device(device), progress)
     for name in corpora:
         if not key_safe(name):
             raise UsageError(f"--corpus {name}=...: corpus names may hold only letters, digits, _ and -")
-    base = None
+    base, tokenizer = None, None
     if base_dir is not None:
-        from ..model.base import base_fingerprint, check_base_dir
+        from ..model.base import base_fingerprint, check_base_dir, load_tokenizer
 
         base = base_fingerprint(check_base_dir(base_dir))
+        tokenizer = load_tokenizer(base_dir)  # once for every corpus
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob(".tmp-*")) + list(out.glob(".old-*")):
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run; never read
     entries, rebuilt = {}, {}
-    for name, root in corpora.items():
-        if not Path(root).is_dir():
-            raise DataError(f"--corpus {name}={root}: directory not found")
-        try:
-            entries[name], rebuilt[name] = prepare_corpus(
-                name,
-                Path(root),
-                out,
-                settings,
-                base_dir,
-                base,
-                workers,
-                progress,
-                _previous(out / name / "corpus.json"),
-            )
-        except OSError as err:
-            if not is_disk_full(err):
-                raise
-            reached = getattr(err, "partial_bytes", None)
-            need = f", and corpus {name!r} needs more than the {human_bytes(reached)} written" if reached else ""
-            raise DataError(
-                f"{out}: the disk is full ({human_bytes(free_bytes(out))} free{need}); what {out} held "
-                f"before is untouched and the partial output was removed. Free some space and run the same "
-                "command again"
-            ) from None
+    with _running(run):  # the thread setting, and the models dropped at the end
+        for name, root in corpora.items():
+            if not Path(root).is_dir():
+                raise DataError(f"--corpus {name}={root}: directory not found")
+            try:
+                entries[name], rebuilt[name] = prepare_corpus(
+                    name,
+                    Path(root),
+                    out,
+                    settings,
+                    base_dir,
+                    base,
+                    tokenizer,
+                    run,
+                    _previous(out / name / "corpus.json"),
+                )
+            except OSError as err:
+                if not is_disk_full(err):
+                    raise
+                reached = getattr(err, "partial_bytes", None)
+                need = f", and corpus {name!r} needs more than the {human_bytes(reached)} written" if reached else ""
+                raise DataError(
+                    f"{out}: the disk is full ({human_bytes(free_bytes(out))} free{need}); what {out} held "
+                    f"before is untouched and the partial output was removed. Free some space and run the same "
+                    "command again"
+                ) from None
     manifest = Manifest(
         language=settings.language,
         settings=asdict(settings),
