@@ -27,8 +27,8 @@ from browser import Browser, chromium_path
 
 KEY = "test-key-3f9a"
 # Short answers keep the tests fast: the tiny random model never says stop, so every sentence runs
-# to the cap; 8 audio tokens (~0.37 s) in chunks of 4. (coqui's streaming decodes a sentence's audio
-# from its start at every chunk, so the HiFiGAN decoder is nearly all of a request's time here.)
+# to the cap; 8 audio tokens (~0.37 s) in chunks of 4 (the HiFi-GAN decoder is most of a request's
+# time with a GPT this small).
 FAST = ["--max_new_tokens", "8", "--stream_chunk_size", "4"]
 TEXTS = [
     "Jó estét kívánok!",
