@@ -111,9 +111,10 @@ class Server:
                 Path(self.settings.model), self.settings.voices, self.settings.device, self.settings.precision
             )
             log.warning(
-                "model %s loaded on %s; voices: %s",
+                "model %s loaded on %s (%s); voices: %s",
                 self.settings.model,
                 self.settings.device,
+                self.engine.precision,
                 ", ".join(self.engine.voices) or "none",
             )
         except Exception as err:  # reported by /health and every request
