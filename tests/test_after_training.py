@@ -114,6 +114,7 @@ def test_split_sentences():
     assert all(len(p) <= 100 for p in pieces) and " ".join(pieces).replace("  ", " ") == text.strip()
 
 
+@pytest.mark.slow  # ~70 s on a 2-core AVX2 CPU (generation and the judge)
 def test_generate_writes_one_wav_per_sentence_and_temperature_and_an_index(exported, demo_corpora, tmp_path):
     root, _ = demo_corpora
     texts = tmp_path / "texts.txt"

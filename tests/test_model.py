@@ -233,6 +233,7 @@ def test_precomputed_codes_are_used_instead_of_the_dvae(tiny_base, demo_corpora)
     assert not torch.isclose(module.losses(zeros)["loss_mel_ce"], module.losses(on_the_fly)["loss_mel_ce"])
 
 
+@pytest.mark.slow  # ~53 s where the CPU emulates bf16 (no AVX512-BF16)
 def test_bf16_mixed_converges_like_fp32(tiny_base, demo_corpora, tmp_path):
     """The same 24 steps in fp32 and in bf16-mixed (what precision auto picks on a CPU with native
     bf16, and on an RTX 4070): the validation loss ends within a few % of fp32's."""
