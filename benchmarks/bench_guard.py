@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -30,9 +28,8 @@ def main() -> None:
     from vago_lightning.demo.tiny_base import TinyBaseSpec, write_tiny_base
     from vago_lightning.model.batching import Collate
     from vago_lightning.model.module import XttsGPTModule
-    from vago_lightning.training.guard import DivergenceGuard
 
-    from helpers import corpus_samples
+    from helpers import corpus_samples, counted_guard, counting_reads
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, help="a base model folder (default: a generated tiny one)")
@@ -41,45 +38,8 @@ def main() -> None:
     parser.add_argument("--accelerator", default="auto")
     args = parser.parse_args()
     cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    reads: list[str] = []
-    syncs: list[str] = []
-    seconds = [0.0]
-    inside = [False]
-
-    class Measured(DivergenceGuard):
-        def _hook(self, name, *hook_args):
-            inside[0] = True
-            if cuda:
-                torch.cuda.set_sync_debug_mode("warn")
-            start = time.perf_counter()
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    getattr(super(), name)(*hook_args)
-                syncs.extend(str(w.message) for w in caught if "synchroniz" in str(w.message))
-            finally:
-                seconds[0] += time.perf_counter() - start
-                if cuda:
-                    torch.cuda.set_sync_debug_mode("default")
-                inside[0] = False
-
-        def on_before_optimizer_step(self, *hook_args):
-            self._hook("on_before_optimizer_step", *hook_args)
-
-        def on_train_batch_end(self, *hook_args):
-            self._hook("on_train_batch_end", *hook_args)
-
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, _name=name):
-            if inside[0]:
-                reads.append(_name)
-            return _original(self, *a)
-
-        setattr(torch.Tensor, name, counted)
-
-    with tempfile.TemporaryDirectory() as tmp:
+    guard = counted_guard(cuda)
+    with tempfile.TemporaryDirectory() as tmp, counting_reads(guard):
         base = args.base or write_tiny_base(Path(tmp) / "base", TinyBaseSpec())
         quiz = args.corpus
         if quiz is None:
@@ -95,17 +55,17 @@ def main() -> None:
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=False,
-            callbacks=[Measured()],
+            callbacks=[guard],
             default_root_dir=tmp,
         )
         trainer.fit(module, loader)
     steps = trainer.global_step
     device = torch.cuda.get_device_name() if cuda else "CPU"
     print(f"device: {device}; {steps} steps")
-    print(f"guard: {len(reads) / steps:.2f} value reads per step ({', '.join(sorted(set(reads)))})")
+    print(f"guard: {len(guard.reads) / steps:.2f} value reads per step ({', '.join(sorted(set(guard.reads)))})")
     if cuda:
-        print(f"guard: {len(syncs) / steps:.2f} CUDA synchronizations per step (sync debug mode)")
-    print(f"guard: {1000 * seconds[0] / steps:.2f} ms per step in its hooks")
+        print(f"guard: {guard.syncs / steps:.2f} CUDA synchronizations per step (sync debug mode)")
+    print(f"guard: {1000 * guard.seconds / steps:.2f} ms per step in its hooks")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +12,69 @@ import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+
+READ_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__")  # each reads a value off the device
+
+
+def counted_guard(cuda: bool = False, **guard_args):
+    """A DivergenceGuard whose per-step hooks are measured: the reads of tensor values they make
+    (`reads`, by method, while `counting_reads` is on), the CUDA synchronizations (`syncs`, torch's
+    sync debug mode, when `cuda`) and the seconds they take (`seconds`)."""
+    from vago_lightning.training.guard import DivergenceGuard
+
+    class Counted(DivergenceGuard):
+        def __init__(self):
+            super().__init__(**guard_args)
+            self.reads: list[str] = []
+            self.syncs = 0
+            self.seconds = 0.0
+            self.inside = False
+
+        def _measured(self, hook, *args):
+            self.inside = True
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
+            start = time.perf_counter()
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    hook(*args)
+                self.syncs += sum("synchroniz" in str(w.message) for w in caught)
+            finally:
+                self.seconds += time.perf_counter() - start
+                if cuda:
+                    torch.cuda.set_sync_debug_mode("default")
+                self.inside = False
+
+        def on_before_optimizer_step(self, *args):
+            self._measured(super().on_before_optimizer_step, *args)
+
+        def on_train_batch_end(self, *args):
+            self._measured(super().on_train_batch_end, *args)
+
+    return Counted()
+
+
+@contextlib.contextmanager
+def counting_reads(guard):
+    """While on, every read of a tensor's value made inside `guard`'s hooks is added to `guard.reads`."""
+    originals = {name: getattr(torch.Tensor, name) for name in READ_METHODS}
+
+    def counter(name, original):
+        def counted(self, *args):
+            if guard.inside:
+                guard.reads.append(name)
+            return original(self, *args)
+
+        return counted
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counter(name, original))
+    try:
+        yield guard
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
 
 
 def configs(*names: str) -> list[str]:

@@ -37,7 +37,7 @@ from vago_lightning.training.preflight import (
 )
 
 from helpers import configs as _configs
-from helpers import corpus_samples
+from helpers import corpus_samples, counted_guard, counting_reads
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -517,36 +517,11 @@ def test_a_checkpoint_is_refused_against_another_base(tiny_base, demo_corpora, t
     assert err[-1].startswith("error:") and "trained on the base model" in err[-1]
 
 
-def test_the_guard_reads_the_device_once_a_step(tiny_base, quiz_samples, tmp_path, monkeypatch):
+def test_the_guard_reads_the_device_once_a_step(tiny_base, quiz_samples, tmp_path):
     """On a GPU each read of a tensor's value waits for all queued work; the guard reads its facts
     (loss finite, gradients finite, the loss value) in one transfer per step (issue 24; before: three)."""
-    reads, inside = [], [False]
-
-    class Counting(DivergenceGuard):
-        def on_before_optimizer_step(self, *args):
-            inside[0] = True
-            try:
-                super().on_before_optimizer_step(*args)
-            finally:
-                inside[0] = False
-
-        def on_train_batch_end(self, *args):
-            inside[0] = True
-            try:
-                super().on_train_batch_end(*args)
-            finally:
-                inside[0] = False
-
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, _name=name):
-            if inside[0]:
-                reads.append(_name)
-            return _original(self, *args)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
     module = Faulty(base_model=str(tiny_base), lr=3e-4)
-    trainer = _fit(module, quiz_samples, 4, tmp_path, Counting())
+    with counting_reads(counted_guard()) as guard:
+        trainer = _fit(module, quiz_samples, 4, tmp_path, guard)
     assert trainer.global_step == 4
-    assert reads == ["tolist"] * 4
+    assert guard.reads == ["tolist"] * 4

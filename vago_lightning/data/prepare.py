@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..constants import MAX_TEXT_TOKENS, MAX_WAV_SAMPLES, SAMPLE_RATE, UNK_TOKEN_ID, language_problem
+from ..devices import pick_device
 from ..errors import AudioError, DataError, UsageError
 from ..files import Sink, free_bytes, human_bytes, is_disk_full, publish_dir, sha256_file, write_text_atomic
 from ..log import quiet_known_noise, say
@@ -250,19 +251,6 @@ def _running(run: _RunSettings):
     finally:
         torch.set_num_threads(threads)
         _WORKER.clear()
-
-
-def pick_device(device: str) -> str:
-    """`--device`: auto, cpu, cuda or cuda:N; one line when a GPU is asked for and none is visible."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"--device {device}: use cpu, cuda, cuda:N or auto")
-    return device
 
 
 def trim_silence(clip: Clip) -> Clip:

@@ -59,8 +59,10 @@ class StreamingDecoder:
         end = z.shape[-1] - self.unsettled - CONTEXT_FRAMES  # right context must be settled too
         return self._decode(z, end) if end > self.done else z.new_zeros(0)
 
-    def finish(self) -> torch.Tensor:
-        """The samples not returned yet, up to the end of the sentence."""
+    def finish(self, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The samples not returned yet, up to the end of the sentence (with its last `latents`)."""
+        if latents is not None:
+            self.latents.append(latents)
         if not self.latents:
             return torch.zeros(0)
         z = self.frames()
@@ -119,9 +121,7 @@ def stream_sentence(
                 pending = []
                 if wav.numel():
                     yield wav
-        if pending:
-            decoder.latents.append(torch.cat(pending))
-        wav = decoder.finish()
+        wav = decoder.finish(torch.cat(pending) if pending else None)
         if wav.numel():
             yield wav
     finally:

@@ -16,7 +16,6 @@ import torch
 
 from ..constants import OUTPUT_RATE
 from ..data.normalise import join_digit_groups
-from ..errors import UsageError
 from ..inference.precision import autocast, quantize_gpt_int8, remove_weight_norm, resolve_precision
 from ..inference.streaming import stream_sentence
 from ..inference.synthesis import Settings, load_xtts, split_sentences, token_limit, voice_from_references
@@ -33,14 +32,6 @@ class SpeechSettings(Settings):
 
     speed: float = 1.0
     stream_chunk_size: int = 20  # GPT tokens per streamed chunk (~0.93 s of speech)
-
-
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or auto)")
-    return device
 
 
 class Engine:

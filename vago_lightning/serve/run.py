@@ -9,10 +9,11 @@ import socket
 import tempfile
 from pathlib import Path
 
+from ..devices import pick_device
 from ..errors import UsageError
 from ..inference.precision import resolve_precision
 from .app import SETTINGS_ENV, ServeSettings, create_app, settings_json
-from .engine import VOICE_NAME, pick_device
+from .engine import VOICE_NAME
 
 API_KEY_ENV = "VAGO_API_KEY"
 

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import PreflightError
 from ..log import say
+from ..model.lora import is_adapter_key
 
 GB = 1024**3
 
@@ -252,7 +253,7 @@ def preflight(trainer, module, datamodule) -> list[str]:
             frozen_bytes=sum(p.numel() * p.element_size() for p in frozen),
         )
         free, total = torch.cuda.mem_get_info(device)
-        gpt_params = sum(p.numel() for n, p in gpt.named_parameters() if ".lora_" not in n)
+        gpt_params = sum(p.numel() for n, p in gpt.named_parameters() if not is_adapter_key(n))
         others = sum(p.numel() for p in module.parameters()) - sum(p.numel() for p in gpt.parameters())
         lines.append(profiles_that_fit(gpt_params, others, len(gpt.gpt.h), gpt.model_dim, gpt.heads, batch, free))
         if total <= SMALL_CARD and not lora:
