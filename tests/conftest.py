@@ -99,3 +99,11 @@ def exported(trained_ckpt, demo_corpora, tmp_path_factory):
         == 0
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def whisper_base(tmp_path_factory):
+    """The real whisper-base recogniser, assembled from the test extra's two wheels."""
+    from vago_lightning.asr import write_whisper_base
+
+    return write_whisper_base(tmp_path_factory.mktemp("asr") / "whisper-base")

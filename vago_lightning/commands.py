@@ -70,6 +70,21 @@ def tiny_base(
     print(f"base model written to {written} ({shape}, dvae {'xtts' if like_release else spec.dvae}; random weights)")
 
 
+def whisper_base(out: Path, overwrite: bool = False) -> None:
+    """Write the whisper-base speech recogniser (for --asr_model in tests and the demo) from the test extra.
+
+    Its Hungarian is poor (CER about 0.25 on espeak speech): real work wants large-v3 (see the README).
+
+    Args:
+        out: directory to write, e.g. models/whisper-base
+        overwrite: write it again when it exists
+    """
+    from .asr import write_whisper_base
+
+    written = write_whisper_base(out, overwrite=overwrite)
+    print(f"whisper-base written to {written} (model.bin checked by SHA-256); use it as --asr_model {written}")
+
+
 def demo_data(out: Path, seed: int = 0, workers: int = 2, overwrite: bool = False) -> None:
     """Synthesize the two Hungarian demo corpora (quiz, interview) offline.
 
@@ -349,6 +364,7 @@ def serve(
 
 VERBS = {
     "tiny-base": tiny_base,
+    "whisper-base": whisper_base,
     "demo-data": demo_data,
     "prepare": prepare,
     "export": export,
