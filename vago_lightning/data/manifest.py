@@ -66,6 +66,10 @@ class CorpusEntry:
     speaker_threshold: float | None = None  # the similarity under which a clip counted as one
     files: dict[str, dict] = field(default_factory=dict)  # shard -> {size, sha256}; empty before version 4
     normalised: int = 0  # kept lines whose words coqui's text cleaning changes (normalised.jsonl)
+    # The transcript audit (`prepare --asr_model`), None without one: {"asr_model": asr.model_fingerprint,
+    # "clips": heard, "median_cer": the corpus's floor (what the recogniser gives real speech), "spread": how far
+    # CERs stray from it, "threshold": the CER over which a clip is mismatched, "mismatched": count}
+    audit: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> CorpusEntry:
