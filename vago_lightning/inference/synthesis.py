@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,11 +20,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END, language_problem
+from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
 from ..data.audio import load_clip
 from ..data.normalise import join_digit_groups
 from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
 from ..files import publish_dir
+from .settings import DEFAULT_TEMPERATURES, Settings  # noqa: F401 - Settings and its defaults, importable from here too
 
 
 class Sentence(NamedTuple):
@@ -143,25 +144,6 @@ def split_sentences(text: str, limit: int = 224) -> list[str]:
         if sentence:
             pieces.append(sentence)
     return pieces
-
-
-DEFAULT_TEMPERATURES = [0.55, 0.65, 0.75]  # the seed's listening range
-
-
-@dataclass
-class Settings:
-    language: str = "hu"
-    temperature: float = 0.65
-    top_k: int = 50
-    top_p: float = 0.85
-    repetition_penalty: float = 5.0
-    seed: int = 0
-    max_new_tokens: int | None = None  # None: token_cap(text), proportional to the text
-
-    def __post_init__(self):
-        problem = language_problem(self.language, "--language")
-        if problem:
-            raise UsageError(problem)  # coqui's own answer is a 43-line traceback, after the model loaded
 
 
 @torch.inference_mode()
