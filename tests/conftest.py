@@ -99,3 +99,11 @@ def exported(trained_ckpt, demo_corpora, tmp_path_factory):
         == 0
     )
     return out
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A fresh working folder for a training command (checkpoints/ and lightning_logs/ go there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    return tmp_path
