@@ -14,6 +14,8 @@ from vago_lightning.training.cli import cli_main
 
 from helpers import quiz_fit_args
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def test_flags_come_from_the_signatures_with_one_source_of_defaults():
     import inspect
@@ -76,6 +78,25 @@ def test_only_expected_bad_input_is_one_line_a_bug_keeps_its_traceback(monkeypat
     monkeypatch.setitem(commands.VERBS, "tiny-base", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["tiny-base", "--out", "x"])
+
+
+def test_the_version_is_stated_once_printed_and_in_the_changelog(capsys):
+    import re
+
+    from packaging.version import Version
+
+    import vago_lightning
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"vago_lightning {vago_lightning.__version__}\n"
+    assert main(["--versoin"]) == 2 and "did you mean --version?" in capsys.readouterr().err
+    setup = (REPO / "setup.cfg").read_text(encoding="utf-8")
+    assert re.search(r"^version = attr: vago_lightning.__version__$", setup, re.M)  # one source
+    changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert changelog.splitlines()[0] == "# Changelog" and "\n## [Unreleased]\n" in changelog
+    released = [Version(v) for v in re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d\d-\d\d$", changelog, re.M)]
+    assert released == sorted(released, reverse=True) and len(set(released)) == len(released)
+    assert Version(vago_lightning.__version__) >= released[0]  # the package says the newest, or the next
 
 
 def test_a_wrong_language_is_one_line_everywhere(tiny_base, demo_corpora, demo_shards, run_dir, capsys):
