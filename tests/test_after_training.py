@@ -283,3 +283,22 @@ def test_the_compare_conclusion_reads_plainly():
     origin = {"checkpoint": "checkpoints/demo-quiz/best.ckpt", "run": "demo-quiz", "step": 108}
     shown = describe_model("milliomos", {"path": "exported/demo-quiz", "origin": origin})
     assert shown == "milliomos: exported/demo-quiz, run demo-quiz at step 108"
+
+
+def test_an_export_loads_without_random_init_into_the_same_model(exported):
+    # load_xtts skips the random init that the strict load overwrites: every parameter and buffer is
+    # still the export's (one left to the skipped init would hold whatever the memory held).
+    from TTS.tts.models.xtts import Xtts
+
+    from vago_lightning.model.base import load_model_pth, load_xtts_config, quiet_transformers
+
+    config = load_xtts_config(exported)
+    with quiet_transformers():
+        reference = Xtts(config)
+        reference._load_checkpoint = lambda path: load_model_pth(path)[0]
+        reference.load_checkpoint(config, checkpoint_dir=str(exported), eval=True, strict=True)
+    loaded = load_xtts(exported)
+    ours = dict([*loaded.named_parameters(), *loaded.named_buffers()])
+    theirs = dict([*reference.named_parameters(), *reference.named_buffers()])
+    assert ours.keys() == theirs.keys() and len(ours) > 100
+    assert [name for name in ours if not torch.equal(ours[name], theirs[name])] == []

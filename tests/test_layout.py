@@ -54,7 +54,15 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, name) for name in names]
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
-    return [(line, name) for line, name in found if name.split(".")[0] == "vago_lightning"]
+    return [(line, _module(name)) for line, name in found if name.split(".")[0] == "vago_lightning"]
+
+
+def _module(name: str) -> str:
+    """`name`, or the module it is an attribute of (`from . import __version__`)."""
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    if path.is_dir() or path.with_suffix(".py").is_file() or "." not in name:
+        return name
+    return name.rsplit(".", 1)[0]
 
 
 def test_imports_run_down_the_layers_only():

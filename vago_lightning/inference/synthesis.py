@@ -76,13 +76,26 @@ def load_xtts(model_dir: str | Path, device: str = "cpu"):
 
     model_dir = check_base_dir(model_dir, kind="exported model")
     config = load_xtts_config(model_dir)
-    with quiet_transformers():
+    # No random init: coqui builds the model twice (here, and again in load_checkpoint) and the strict
+    # load replaces every weight (tests/test_after_training.py compares every parameter and buffer).
+    with quiet_transformers(), _no_init_weights():
         model = Xtts(config)
         # coqui's own reader rewrites the release's model.pth (pickled config) in place; ours reads
         # both forms with weights_only and leaves every file as it was.
         model._load_checkpoint = lambda path: load_model_pth(path)[0]
         model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, strict=True)
     return model.to(device)
+
+
+def _no_init_weights():
+    """transformers' own context that skips the random initialization of new modules: at the release's
+    size `Xtts(config)` spent 6.6 of its 7.8 s drawing random weights (cProfile, 2 cores), and
+    `load_checkpoint` builds the model again before loading, strictly, every weight over them."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights  # transformers 4.57
+    return no_init_weights()
 
 
 def voice_from_references(model, references: list[Path], max_seconds: int = 30):
