@@ -107,3 +107,11 @@ def whisper_base(tmp_path_factory):
     from vago_lightning.asr import write_whisper_base
 
     return write_whisper_base(tmp_path_factory.mktemp("asr") / "whisper-base")
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A fresh working folder for a training command (checkpoints/ and lightning_logs/ go there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    return tmp_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import warnings
 from pathlib import Path
@@ -122,3 +123,42 @@ class RecordKeys(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         with open(self.out, "a") as f:
             f.write(f"{trainer.global_step} {trainer.current_epoch} {' '.join(batch.key)}\n")
+
+
+SR = 22050
+
+
+def scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one TensorBoard scalar, [] when the run never logged it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def write_ljspeech(root: Path, lines: list[str], demo_root: Path):
+    """An LJSpeech corpus whose every line is the demo's first quiz clip under the line's id."""
+    (root / "wavs").mkdir(parents=True)
+    wav, _ = sf.read(demo_root / "quiz" / "wavs" / "quiz_0001.wav", dtype="float32")
+    for line in lines:
+        sf.write(root / "wavs" / f"{line.split('|')[0]}.wav", wav, SR)
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_coqui_corpus(root: Path, rows: list[tuple[str, str]], demo_root: Path) -> None:
+    """A coqui-format corpus whose every row is the demo's first quiz clip under another file name."""
+    (root / "wavs").mkdir(parents=True)
+    wav, _ = sf.read(demo_root / "quiz" / "wavs" / "quiz_0001.wav", dtype="float32")
+    for name, _ in rows:
+        sf.write(root / "wavs" / name, wav, SR)
+    lines = ["audio_file|text|speaker_name", *(f"wavs/{name}|{text}|host" for name, text in rows)]
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def rejected_rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def srt_time(t: float) -> str:
+    return f"00:{int(t) // 60:02d}:{int(t) % 60:02d},{int(round(t * 1000)) % 1000:03d}"

@@ -267,3 +267,38 @@ def test_sample_audio_is_logged_to_tensorboard(tiny_base, demo_corpora, tmp_path
     assert [e.step for e in events.Audio("samples/quiz")] == [2, 4]  # every second validation
     assert {"samples/speaker_similarity/quiz", "samples/speech_ratio/quiz"} <= set(events.Tags()["scalars"])
     assert [e.value for e in events.Scalars("samples/speech_ratio/quiz")] == [0.0, 0.0]  # noise, said so
+
+
+def test_the_compare_conclusion_reads_plainly():
+    from vago_lightning.inference.compare import conclusion, describe_model
+
+    def model(similarity, no_speech=0, runaway=0):
+        return {"speaker_similarity": similarity, "no_speech": no_speech, "count": 21, "runaway": runaway}
+
+    both = {"milliomos": model(0.81), "combined": model(0.874, no_speech=2)}
+    text = conclusion(both)
+    assert text.startswith("combined sounds most like the reference speaker (similarity 0.874, milliomos 0.810).")
+    assert "Samples without speech: combined (2 of 21)." in text and text.endswith("tone, energy or pacing.")
+    assert conclusion({"a": model(None, 21), "b": model(None, 21, 3)}).startswith("No model produced speech")
+    origin = {"checkpoint": "checkpoints/demo-quiz/best.ckpt", "run": "demo-quiz", "step": 108}
+    shown = describe_model("milliomos", {"path": "exported/demo-quiz", "origin": origin})
+    assert shown == "milliomos: exported/demo-quiz, run demo-quiz at step 108"
+
+
+def test_an_export_loads_without_random_init_into_the_same_model(exported):
+    # load_xtts skips the random init that the strict load overwrites: every parameter and buffer is
+    # still the export's (one left to the skipped init would hold whatever the memory held).
+    from TTS.tts.models.xtts import Xtts
+
+    from vago_lightning.model.base import load_model_pth, load_xtts_config, quiet_transformers
+
+    config = load_xtts_config(exported)
+    with quiet_transformers():
+        reference = Xtts(config)
+        reference._load_checkpoint = lambda path: load_model_pth(path)[0]
+        reference.load_checkpoint(config, checkpoint_dir=str(exported), eval=True, strict=True)
+    loaded = load_xtts(exported)
+    ours = dict([*loaded.named_parameters(), *loaded.named_buffers()])
+    theirs = dict([*reference.named_parameters(), *reference.named_buffers()])
+    assert ours.keys() == theirs.keys() and len(ours) > 100
+    assert [name for name in ours if not torch.equal(ours[name], theirs[name])] == []

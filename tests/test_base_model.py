@@ -20,6 +20,9 @@ from vago_lightning.model.base import (
     load_dvae,
     load_xtts_config,
 )
+from vago_lightning.training.cli import cli_main
+
+from helpers import quiz_fit_args
 
 
 def _coqui_model(base):
@@ -135,3 +138,11 @@ def test_check_base_dir_names_the_missing_file(tiny_base, tmp_path):
         check_base_dir(partial)
     with pytest.raises(BaseModelError, match="tiny-base"):
         check_base_dir(tmp_path / "nowhere")
+
+
+def test_no_base_model_says_where_the_release_comes_from(demo_shards, run_dir):
+    with pytest.raises(SystemExit) as err:
+        cli_main(["fit", *quiz_fit_args(run_dir / "models" / "xtts-v2", demo_shards)])
+    message = str(err.value)
+    assert "coqui/XTTS-v2" in message and "config.json model.pth dvae.pth" in message
+    assert "tiny-base" in message and "to try the pipeline" in message

@@ -12,6 +12,8 @@ import yaml
 
 from vago_lightning.training.cli import cli_main
 
+from helpers import quiz_fit_args
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_SETS = {
     "finetune": ["finetune.yaml"],
@@ -232,3 +234,22 @@ def test_a_typo_in_a_yaml_key_is_one_line(tmp_path, capsys):
         cli_main(["fit", *_configs(CONFIG_SETS["demo"]), "--config", str(bad)])
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error:") and "lrr" in err
+
+
+# --- a start that fails leaves nothing behind ------------------------------------------------
+
+
+def test_a_failed_start_leaves_no_stray_folders(tiny_base, run_dir):
+    with pytest.raises(SystemExit, match="manifest.json: not found"):
+        cli_main(["fit", *quiz_fit_args(tiny_base, run_dir / "no-shards", "--trainer.max_steps=2")])
+    assert not (run_dir / "lightning_logs").exists() and not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA GPU")
+def test_the_gpu_profile_on_a_machine_without_a_gpu_is_one_line(tiny_base, demo_shards, run_dir):
+    # Lightning's own answer was a traceback ending in "No supported gpu backend found!".
+    profile = str(Path(__file__).resolve().parent.parent / "configs" / "rtx4070-12gb.yaml")
+    args = [*quiz_fit_args(tiny_base, demo_shards), "--config", profile, "--trainer.max_steps=2"]
+    with pytest.raises(SystemExit, match="torch sees no CUDA GPU .*--trainer.accelerator cpu"):
+        cli_main(["fit", *args])
+    assert not (run_dir / "lightning_logs").exists() and not (run_dir / "checkpoints").exists()

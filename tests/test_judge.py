@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from vago_lightning import metrics
+from vago_lightning.__main__ import main
 from vago_lightning.data.prepare import PrepareSettings, prepare
 from vago_lightning.demo import espeak
 from vago_lightning.demo.text import interview_sentences, quiz_sentences
@@ -114,3 +115,17 @@ def test_prepare_flags_the_clips_of_a_second_voice_and_can_reject_them(tmp_path)
     timing = metrics.speech_timing(wav, RATE)
     assert timing.leading_silence < 0.35 and timing.trailing_silence < 0.35  # trimmed from over 1 s
     assert all(0.8 < m["speaker_similarity"] <= 1.0 for m in metas.values())
+
+
+def test_generate_shows_no_similarity_for_a_sample_without_speech(tiny_base, demo_corpora, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Jó estét kívánok!\n", encoding="utf-8")
+    wav = str(demo_corpora[0] / "quiz" / "wavs" / "quiz_0001.wav")
+    out = tmp_path / "samples"
+    args = ["--model", str(tiny_base), "--reference", wav, "--texts", str(texts), "--out", str(out)]
+    assert main(["generate", *args, "--temperature", "0.65", "--max-new-tokens", "20"]) == 0
+    (sample,) = json.loads((out / "index.json").read_text())["samples"]
+    assert "no_speech" in sample["flags"]  # the tiny random model speaks noise
+    assert sample["speaker_similarity"] is None
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.endswith("]")]
+    assert "similarity –," in line and "no_speech" in line

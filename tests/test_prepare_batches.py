@@ -90,8 +90,12 @@ def test_prepare_in_batches_writes_each_clips_own_codes_and_speaker_similarity(s
         similarities.append(meta["speaker_similarity"])
         wavs.append(wav)
 
-    # Speaker embeddings: one clip at a time (as before) against one encoder pass for all.
-    one_by_one = [metrics.speaker_embedding(w, 22050, whole=True) for w in wavs]
+    # Speaker embeddings: resemblyzer's own, one clip at a time (its librosa mel), against one encoder
+    # pass for all (the mel in torch).
+    encoder, normalize_volume = metrics._model("encoder")
+    one_by_one = [
+        encoder.embed_utterance(normalize_volume(metrics.to_16k(w, 22050), -30, increase_only=True)) for w in wavs
+    ]
     batched = metrics.speaker_embeddings(wavs, 22050)
     for a, b in zip(one_by_one, batched):
         np.testing.assert_allclose(a, b, atol=1e-5)

@@ -8,9 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vago_lightning.__main__ import main
+from vago_lightning.inference.report import baseline_of, read_run
 from vago_lightning.training.cli import cli_main
+
+from helpers import configs, quiz_fit_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,3 +101,26 @@ def test_the_report_of_two_stages_matches_the_event_files(tiny_base, demo_shards
         [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     ).stdout
     assert 'id="verdict"' in dom and dom.count("<img") == 3
+
+
+def _two_stages(tiny_base, shards, *stage_two: str) -> list[str]:
+    """Stage one (4 steps) trained; returns stage two's arguments (from stage one's best, both corpora)."""
+    cli_main(["fit", *quiz_fit_args(tiny_base, shards, "--trainer.max_steps=4", "--trainer.val_check_interval=2")])
+    return [
+        *configs("finetune.yaml", "configs/demo.yaml"),
+        f"--model.base_model={tiny_base}",
+        f"--data.shards_dir={shards}",
+        "--data.num_workers=0",
+        "--trainer.val_check_interval=2",
+        *stage_two,
+    ]
+
+
+def test_a_resumed_run_keeps_its_origin_and_report_baseline(tiny_base, demo_shards, run_dir):
+    both = _two_stages(tiny_base, demo_shards)
+    cli_main(["fit", *both, "--trainer.max_steps=2"])
+    cli = cli_main(["fit", *both, "--trainer.max_steps=4"])  # the same command, further: a resume
+    assert cli.trainer.global_step == 4
+    config = yaml.safe_load((run_dir / "lightning_logs" / "demo-combined" / "config.yaml").read_text())
+    assert config["model"]["init_from"] == "checkpoints/demo-quiz/best.ckpt"
+    assert baseline_of(read_run("demo-combined")) == "demo-quiz"

@@ -194,7 +194,7 @@ def test_precision_auto():
     assert resolve_precision("auto", cuda=True, bf16=False) == "16-mixed"  # older cards: grad scaler
     assert resolve_precision("16-mixed", cuda=False) == "16-mixed"
     trainer = XttsTrainer(accelerator="cpu", precision="auto", logger=False, enable_progress_bar=False)
-    from vago_lightning.training.preflight import cpu_has_native_bf16
+    from vago_lightning.devices import cpu_has_native_bf16
 
     assert trainer.precision == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
 

@@ -14,6 +14,8 @@ Tools (`<verb> --help` shows every flag; `--config FILE.yaml` gives them from a 
   report      did stage two keep the quiz voice and learn the interview? curves, table, verdict
   serve       an OpenAI-compatible speech server and a page for an exported voice (streamed, queued)
   demo        the whole chain on the embedded default, in the current folder (what `make demo` runs)
+
+--version prints the version; CHANGELOG.md says what changed in each.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"vago_lightning {__version__}")
+        return 0
     if argv[0] in TRAINING_VERBS:
         from .training.cli import cli_main
 
@@ -44,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         import difflib
 
-        close = difflib.get_close_matches(verb, [*TRAINING_VERBS, *VERBS], n=1)
+        close = difflib.get_close_matches(verb, [*TRAINING_VERBS, *VERBS, "--help", "--version"], n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         print(
             f"error: unknown verb {verb!r}{hint} (verbs: {', '.join([*TRAINING_VERBS[:2], *VERBS])})",

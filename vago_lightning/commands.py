@@ -20,7 +20,7 @@ from typing import Literal
 
 from .data.prepare import PrepareSettings
 from .errors import UsageError
-from .inference.synthesis import DEFAULT_TEMPERATURES, Settings
+from .inference.settings import DEFAULT_TEMPERATURES, Settings
 
 _PREPARE = PrepareSettings()
 _SPEAK = Settings()

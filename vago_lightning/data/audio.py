@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from ..constants import MAX_WAV_SAMPLES, SAMPLE_RATE
 from ..errors import AudioError, DataError
@@ -56,6 +54,9 @@ def load_clip(path: Path, start: float | None = None, end: float | None = None) 
         raise AudioError("non_finite", f"{path}: NaN or infinite samples")
     wav = data.mean(axis=1)
     if rate != SAMPLE_RATE:
+        import torch  # here, not at the top: `prepare --help` and the corpus readers need no torch
+        import torchaudio.functional as AF
+
         wav = AF.resample(
             torch.from_numpy(wav),
             rate,

@@ -16,7 +16,14 @@ import torch
 
 from ..errors import BaseModelError, OutputExistsError
 from ..files import publish_dir
-from ..model.base import base_fingerprint, check_base_dir, check_gpt_state, gpt_state_from_checkpoint, load_model_pth
+from ..model.base import (
+    base_fingerprint,
+    check_base_dir,
+    check_gpt_state,
+    check_same_base,
+    gpt_state_from_checkpoint,
+    load_model_pth,
+)
 
 COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
 SPEAKERS = "speakers_xtts.pth"
@@ -63,8 +70,6 @@ def export_checkpoint(
     if "state_dict" not in ckpt:
         raise BaseModelError(f"{ckpt_path}: not a Lightning checkpoint of a vago_lightning run")
     base = base_of_checkpoint(ckpt, ckpt_path, base_model)
-    from ..model.module import check_same_base
-
     check_same_base(ckpt, base_fingerprint(base), str(base), source=str(ckpt_path))
     trained, _ = gpt_state_from_checkpoint(ckpt_path, base)  # a LoRA run: its adapters merged in
     state = dict(load_model_pth(base / "model.pth")[0])

@@ -14,16 +14,15 @@ import warnings
 import torch
 from torch.nn.utils import parametrize
 
+from ..devices import native_bf16
 from ..errors import UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def resolve_precision(requested: str, device: str) -> str:
-    """`auto`: bf16 on a GPU that computes it, int8 GPT blocks on a CPU without native bf16, bf16 on
-    one with it; otherwise what was asked, where it can run."""
-    from ..training.preflight import cpu_has_native_bf16
-
+    """`auto`: bf16 on a GPU that computes it natively (else fp32), int8 GPT blocks on a CPU without
+    native bf16, bf16 on one with it (`devices` says which); otherwise what was asked, where it can run."""
     if requested not in PRECISIONS:
         raise UsageError(f"--precision {requested}: choose one of {', '.join(PRECISIONS)}")
     cuda = device.startswith("cuda")
@@ -32,8 +31,8 @@ def resolve_precision(requested: str, device: str) -> str:
     if requested != "auto":
         return requested
     if cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "int8"
+        return "bf16" if native_bf16(device) else "fp32"
+    return "bf16" if native_bf16(device) else "int8"
 
 
 def autocast(precision: str, device: str):

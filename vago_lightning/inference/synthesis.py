@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,11 +20,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END, language_problem
+from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
 from ..data.audio import load_clip
 from ..data.normalise import join_digit_groups
 from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
 from ..files import publish_dir
+from .settings import DEFAULT_TEMPERATURES, Settings  # noqa: F401 - Settings and its defaults, importable from here too
 
 
 class Sentence(NamedTuple):
@@ -75,13 +76,26 @@ def load_xtts(model_dir: str | Path, device: str = "cpu"):
 
     model_dir = check_base_dir(model_dir, kind="exported model")
     config = load_xtts_config(model_dir)
-    with quiet_transformers():
+    # No random init: coqui builds the model twice (here, and again in load_checkpoint) and the strict
+    # load replaces every weight (tests/test_after_training.py compares every parameter and buffer).
+    with quiet_transformers(), _no_init_weights():
         model = Xtts(config)
         # coqui's own reader rewrites the release's model.pth (pickled config) in place; ours reads
         # both forms with weights_only and leaves every file as it was.
         model._load_checkpoint = lambda path: load_model_pth(path)[0]
         model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, strict=True)
     return model.to(device)
+
+
+def _no_init_weights():
+    """transformers' own context that skips the random initialization of new modules: at the release's
+    size `Xtts(config)` spent 6.6 of its 7.8 s drawing random weights (cProfile, 2 cores), and
+    `load_checkpoint` builds the model again before loading, strictly, every weight over them."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights  # transformers 4.57
+    return no_init_weights()
 
 
 def voice_from_references(model, references: list[Path], max_seconds: int = 30):
@@ -143,25 +157,6 @@ def split_sentences(text: str, limit: int = 224) -> list[str]:
         if sentence:
             pieces.append(sentence)
     return pieces
-
-
-DEFAULT_TEMPERATURES = [0.55, 0.65, 0.75]  # the seed's listening range
-
-
-@dataclass
-class Settings:
-    language: str = "hu"
-    temperature: float = 0.65
-    top_k: int = 50
-    top_p: float = 0.85
-    repetition_penalty: float = 5.0
-    seed: int = 0
-    max_new_tokens: int | None = None  # None: token_cap(text), proportional to the text
-
-    def __post_init__(self):
-        problem = language_problem(self.language, "--language")
-        if problem:
-            raise UsageError(problem)  # coqui's own answer is a 43-line traceback, after the model loaded
 
 
 @torch.inference_mode()

@@ -114,6 +114,16 @@ LEGACY_MODULE = "TTS.tts.models.xtts"  # where the release's pickle names XttsAr
 LEGACY_CLASS_NAMES = ("XttsArgs", "XttsAudioConfig")
 
 
+def check_same_base(checkpoint: dict, fingerprint: dict, base_model: str, source: str = "the checkpoint") -> None:
+    """One line when `checkpoint` was trained on another base model than `fingerprint` describes."""
+    theirs = checkpoint.get("base_fingerprint")
+    if theirs is not None and not same_base(theirs, fingerprint):
+        raise BaseModelError(
+            f"{source} was trained on the base model {theirs.get('path')}, which differs from {base_model} "
+            f"(DVAE, mel statistics, vocab or GPT size); use the base it was trained on (--model.base_model)"
+        )
+
+
 def config_classes() -> dict[str, type]:
     """The classes of the config object the release pickles into model.pth (its datasets hold one
     BaseDatasetConfig; characters is null)."""

@@ -22,9 +22,9 @@ from .base import (
     base_fingerprint,
     check_base_dir,
     check_lora_start,
+    check_same_base,
     load_dvae,
     load_tokenizer,
-    same_base,
     starting_gpt,
 )
 from .batching import Batch
@@ -311,16 +311,6 @@ class XttsGPTModule(L.LightningModule):
             )
         full = {**{k: own[k] for k in missing}, **state_dict}
         return super().load_state_dict(full, strict=strict, assign=assign)
-
-
-def check_same_base(checkpoint: dict, fingerprint: dict, base_model: str, source: str = "the checkpoint") -> None:
-    """One line when `checkpoint` was trained on another base model than `fingerprint` describes."""
-    theirs = checkpoint.get("base_fingerprint")
-    if theirs is not None and not same_base(theirs, fingerprint):
-        raise BaseModelError(
-            f"{source} was trained on the base model {theirs.get('path')}, which differs from {base_model} "
-            f"(DVAE, mel statistics, vocab or GPT size); use the base it was trained on (--model.base_model)"
-        )
 
 
 def enable_gradient_checkpointing(gpt) -> None:

@@ -415,9 +415,9 @@ def create_app_from_env() -> FastAPI:
 
 def claim_slot(folder: Path) -> int:
     """A worker index, claimed by creating a file no other worker has (one GPU per worker)."""
-    import torch
+    from ..devices import gpu_count
 
-    count = max(1, torch.cuda.device_count())
+    count = max(1, gpu_count())
     for index in range(64):
         try:
             os.close(os.open(folder / f"slot-{index}", os.O_CREAT | os.O_EXCL))

@@ -24,6 +24,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.trainer.connectors.logger_connector import _LoggerConnector
 
 from ..data.datamodule import ShardDataModule
+from ..devices import cuda_available
 from ..errors import UsageError, VagoError
 from ..log import quiet_known_noise, say
 from ..model.module import XttsGPTModule
@@ -57,11 +58,11 @@ def _is_rank_zero_process() -> bool:
 
 class XttsTrainer(L.Trainer):
     def __init__(self, *args, precision: str | None = "auto", **kwargs):
-        """A Lightning Trainer whose precision may be "auto": bf16-mixed on GPUs that support it
-        (an RTX 4070 does) and on CPUs with native bf16, 16-mixed with a grad scaler on older CUDA
-        cards, else 32-true."""
+        """A Lightning Trainer whose precision may be "auto": bf16-mixed on GPUs that compute it
+        natively (an RTX 4070 does) and on CPUs with native bf16, 16-mixed with a grad scaler on
+        older CUDA cards, else 32-true (`devices` says which)."""
         accelerator = str(kwargs.get("accelerator", "auto"))
-        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        if accelerator in ("gpu", "cuda") and not cuda_available():
             # Lightning's own message is a traceback ending in "No supported gpu backend found!".
             raise UsageError(
                 f"trainer.accelerator is {accelerator}, but torch sees no CUDA GPU (torch {torch.__version__}): "
