@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from vago_lightning.data.normalise import join_digit_groups, spoken_form
 from vago_lightning.data.prepare import PrepareSettings, prepare
+from vago_lightning.normalise import join_digit_groups, spoken_form
 
 from helpers import rejected_rows, write_coqui_corpus, write_ljspeech
 

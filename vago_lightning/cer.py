@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-from .data.normalise import join_digit_groups
+from .normalise import join_digit_groups
 
 
 def normalise(text: str, language: str = "hu") -> str:
@@ -31,7 +31,7 @@ def normalise(text: str, language: str = "hu") -> str:
 def _spoken(text: str, language: str) -> str:
     """coqui's cleaning (numbers and abbreviations spelled out); a language it has no cleaner for is
     only lower-cased."""
-    from .data.normalise import spoken_form
+    from .normalise import spoken_form
 
     try:
         return spoken_form(text, language)

@@ -35,10 +35,10 @@ from ..errors import AudioError, DataError, UsageError
 from ..files import Sink, free_bytes, human_bytes, is_disk_full, publish_dir, sha256_file, write_text_atomic
 from ..log import quiet_known_noise, say
 from ..metrics import EMBEDDING_SIZE
+from ..normalise import join_digit_groups, spoken_form, words_changed
 from .audio import Clip, ClipLimits, check_clip, encode_flac, load_clip
 from .corpus import Item, Rejection, key_safe, read_corpus, rejections_of, shard_key
 from .manifest import CATEGORIES, MANIFEST_VERSION, CorpusEntry, IndexEntry, Manifest, Split, totals
-from .normalise import join_digit_groups, spoken_form, words_changed
 from .resume import ClipResults
 
 
@@ -584,7 +584,7 @@ def _say_if_long(name: str, item: Item, tokenizer, language: str) -> None:
 
 
 def _clean(text: str) -> str:
-    """White space collapsed, and numbers written in groups of three joined (see data.normalise)."""
+    """White space collapsed, and numbers written in groups of three joined (see normalise.py)."""
     return join_digit_groups(" ".join(text.split()))
 
 

@@ -22,9 +22,9 @@ import torch
 
 from ..constants import CODE_STRIDE, OUTPUT_RATE, SAMPLE_RATE, SENTENCE_END
 from ..data.audio import load_clip
-from ..data.normalise import join_digit_groups
 from ..errors import AudioError, BaseModelError, OutputExistsError, UsageError
 from ..files import publish_dir
+from ..normalise import join_digit_groups
 from .settings import DEFAULT_TEMPERATURES, Settings  # noqa: F401 - Settings and its defaults, importable from here too
 
 

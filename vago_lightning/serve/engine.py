@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ..constants import OUTPUT_RATE
-from ..data.normalise import join_digit_groups
 from ..inference.precision import autocast, quantize_gpt_int8, remove_weight_norm, resolve_precision
 from ..inference.streaming import stream_sentence
 from ..inference.synthesis import Settings, load_xtts, split_sentences, token_limit, voice_from_references
+from ..normalise import join_digit_groups
 
 # A voice is a name: letters, digits and _ . - (no slash, so never a path), at most 64 characters.
 VOICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
